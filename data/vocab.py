@@ -1,0 +1,111 @@
+"""The label vocabulary: conditions, Norwood stages, views and zones, defined once.
+
+Every other module (importers, renderer, network heads, metrics, rules, reports) takes
+its names and orders from here, so a checkpoint's vocabulary and a manifest's columns
+always agree.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CONDITIONS",
+    "STAGES",
+    "VIEWS",
+    "ZONES",
+    "MANIFEST_COLUMNS",
+    "SKIN_TONES",
+    "HAIR_COLOURS",
+    "SEXES",
+    "condition_bit",
+    "zone_bit",
+    "stage_to_index",
+    "index_to_stage",
+    "parse_view",
+]
+
+#: Image-level, multi-label findings. None of them set means no visible loss.
+#: The order is also the bit order of `loss_mask` PNGs (bit 0 = thinning).
+CONDITIONS: tuple[str, ...] = ("thinning", "alopecia_patch", "transplant_scar")
+
+#: Norwood-Hamilton stages, ordinal. Networks predict index ``stage - 1``.
+STAGES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+
+#: Camera views of the head.
+VIEWS: tuple[str, ...] = ("front", "top", "back", "left", "right")
+
+#: Scalp zones. The order is the bit order of `zone_mask` PNGs (bit 0 = hairline).
+ZONES: tuple[str, ...] = ("hairline", "crown", "temple_left", "temple_right", "part", "donor")
+
+#: Columns every manifest has, in this order; further columns are allowed and kept.
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "image",
+    "subject",
+    "view",
+    *CONDITIONS,
+    "stage",
+    "zone_mask",
+    "loss_mask",
+)
+
+#: Fitzpatrick skin types, as the renderer writes them in the `skin_tone` column.
+SKIN_TONES: tuple[str, ...] = ("I", "II", "III", "IV", "V", "VI")
+
+#: Hair colours the renderer draws (`hair_colour` column).
+HAIR_COLOURS: tuple[str, ...] = ("black", "brown", "blond", "red", "grey")
+
+#: Values of the `sex` column and of the intake sheet.
+SEXES: tuple[str, ...] = ("male", "female")
+
+# Spellings found in real file names and exports, mapped to the canonical view.
+_VIEW_ALIASES: dict[str, str] = {
+    "front": "front",
+    "frontal": "front",
+    "top": "top",
+    "top-down": "top",
+    "topdown": "top",
+    "top_down": "top",
+    "vertex": "top",
+    "crown": "top",
+    "back": "back",
+    "rear": "back",
+    "occipital": "back",
+    "left": "left",
+    "right": "right",
+}
+
+
+def condition_bit(name: str) -> int:
+    """Bit value of a condition in a `loss_mask` PNG (``1 << index``)."""
+    return 1 << CONDITIONS.index(name)
+
+
+def zone_bit(name: str) -> int:
+    """Bit value of a zone in a `zone_mask` PNG (``1 << index``)."""
+    return 1 << ZONES.index(name)
+
+
+def stage_to_index(stage: int) -> int:
+    """Norwood stage 1-7 to class index 0-6.
+
+    Raises:
+        ValueError: if the stage is outside 1-7.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"Norwood stage must be one of {STAGES}, got {stage!r}")
+    return stage - 1
+
+
+def index_to_stage(index: int) -> int:
+    """Class index 0-6 back to Norwood stage 1-7."""
+    if not 0 <= index < len(STAGES):
+        raise ValueError(f"stage index must be in 0..{len(STAGES) - 1}, got {index!r}")
+    return STAGES[index]
+
+
+def parse_view(text: str) -> str | None:
+    """Canonical view name for a spelling such as ``Top-Down`` or ``frontal``.
+
+    Returns None when the text names no known view.
+    """
+    key = text.strip().lower().replace(" ", "-")
+    return _VIEW_ALIASES.get(key)

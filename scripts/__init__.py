@@ -1,0 +1,1 @@
+"""The `scalpscan` command, the demo and the benchmark scripts."""

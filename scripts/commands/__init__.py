@@ -1,0 +1,1 @@
+"""One module per `scalpscan` subcommand (see scripts/cli.py for the contract)."""
