@@ -1,0 +1,35 @@
+"""Backbones, heads, the multi-task network and self-describing checkpoints.
+
+What other packages use::
+
+    from models import create_model, list_models, list_backbones
+    from models import save_checkpoint, load_checkpoint, CheckpointError
+    from models.heads import ordinal_probabilities, ordinal_to_stage_index
+"""
+
+from models.backbones import BACKBONES, create_backbone, list_backbones
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.heads import ordinal_expected_index, ordinal_probabilities, ordinal_to_stage_index
+from models.network import MODELS, ScalpNet, create_model, list_models
+from models.pretrained import LoadReport, PretrainedError
+from models.registry import RegistryError, UnknownNameError
+
+__all__ = [
+    "BACKBONES",
+    "MODELS",
+    "CheckpointError",
+    "LoadReport",
+    "PretrainedError",
+    "RegistryError",
+    "ScalpNet",
+    "UnknownNameError",
+    "create_backbone",
+    "create_model",
+    "list_backbones",
+    "list_models",
+    "load_checkpoint",
+    "ordinal_expected_index",
+    "ordinal_probabilities",
+    "ordinal_to_stage_index",
+    "save_checkpoint",
+]
