@@ -1,0 +1,76 @@
+"""`scalpscan report`: HTML candidacy reports from scoring results (one page per patient)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["HELP", "EPILOG", "add_arguments", "run"]
+
+HELP = "write one HTML report per patient, and an index, from results.jsonl files"
+EPILOG = """\
+examples:
+  scalpscan report results.jsonl --out reports/
+  scalpscan report results.jsonl --out reports/ --intake intake.csv
+  scalpscan report shard-*/results.jsonl --out reports/ --intake intake.csv --rules clinic.yaml
+
+Several results files (the shards of one scoring run) are merged: one row per photo, the
+last "ok" row of a photo wins. Photo paths in a results file are relative to its folder.
+Exit codes: 0 written, 2 bad arguments, results, intake sheet or rules file.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `scalpscan report`."""
+    parser.add_argument("results", nargs="+", metavar="RESULTS.jsonl", help="results file(s) written by `scalpscan score`")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and the patient pages")
+    parser.add_argument("--intake", metavar="CSV",
+                        help="intake sheet: subject,sex,keloid_history,eczema_active,psoriasis_active,notes")
+    parser.add_argument("--rules", metavar="FILE", help="a clinic's rules file (YAML); default: the built-in rules")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Merge the results, assess each patient, write the pages; returns the exit code."""
+    from inference.intake import IntakeError, join_intake, read_intake
+    from inference.report.render import write_reports
+    from inference.report.results import ResultsError, read_results
+    from inference.rules.engine import RulesError, load_rules
+
+    try:
+        rules = load_rules(args.rules)
+    except RulesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    intake = None
+    notices: list[str] = []
+    if args.intake:
+        try:
+            intake, warnings = read_intake(args.intake)
+        except FileNotFoundError:
+            print(f"error: intake sheet {args.intake} not found", file=sys.stderr)
+            return 2
+        except IntakeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        notices += warnings
+    try:
+        rows, summary = read_results(args.results)
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary.describe())
+    for line in [*summary.warnings, *notices]:
+        print(f"warning: {line}", file=sys.stderr)
+    notices = [summary.describe(), *summary.warnings, *notices]
+    if intake is not None:
+        subjects = [str(r["subject"]) for r in rows if r.get("subject") not in (None, "")]
+        for line in join_intake(subjects, intake):
+            print(f"warning: {line}", file=sys.stderr)
+    try:
+        index = write_reports(rows, args.out, intake=intake, rules=rules, notices=notices)
+    except OSError as exc:
+        print(f"error: cannot write the reports to {args.out}: {exc}", file=sys.stderr)
+        return 2
+    patients = len({r.get("subject") or None for r in rows})
+    print(f"wrote {index} ({patients} patient page(s)), rules {rules.name} {rules.version}")
+    return 0
