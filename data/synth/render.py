@@ -1,0 +1,289 @@
+"""Render one labelled photo of a subject from one view.
+
+The photo is composed in a few vectorised passes: ray-cast head, scalp maps (density,
+loss, zones), skin and face albedo, a hair underlayer for dense hair, shading with a
+light from above and skin shine, strands, then the camera's faults (blur, noise, colour
+cast, 90-degree rotation); JPEG artefacts come from saving as JPEG.
+
+The loss mask says what the photo shows: a lost or scarred scalp pixel counts only when
+it is visible (not hidden by the ear, the face or other hair), and a condition's bit is
+dropped altogether when fewer than `min_loss_pixels` pixels show it. The image-level
+conditions are read back from the mask, so labels and masks cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from data.synth import head as H
+from data.synth.conditions import scalp_maps
+from data.synth.hair import hair_directions, paint_strands, strand_polylines
+from data.synth.subject import Subject
+from data.vocab import CONDITIONS, VIEWS, condition_bit
+
+__all__ = ["Photo", "render_photo", "min_loss_pixels"]
+
+_COVERED = 0.7  # hair coverage (5x5 mean) above which a scalp pixel's loss is hidden
+
+
+@dataclass
+class Photo:
+    """One rendered photo and its labels."""
+
+    image: np.ndarray  # (S, S, 3) uint8 RGB
+    zones: np.ndarray  # (S, S) uint8, OR of zone bits
+    loss: np.ndarray  # (S, S) uint8, OR of condition bits
+    view: str
+    conditions: dict[str, int]
+    rotation: int  # degrees counter-clockwise applied to the picture (0, 90, 180, 270)
+
+
+def min_loss_pixels(size: int) -> int:
+    """Fewest mask pixels for a condition to count as visible in a ``size`` px photo."""
+    return max(4, int(round(0.0008 * size * size)))
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int, low: float, high: float) -> np.ndarray:
+    grid = rng.uniform(low, high, (cells, cells)).astype(np.float32)
+    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _sample_camera(view: str, rng: np.random.Generator, size: int) -> H.Camera:
+    jitter = rng.normal(0.0, 0.07, 3)
+    if view == "front":
+        az, el = rng.normal(0, 0.15), rng.uniform(0.3, 0.95)
+        target, extent = np.array([0.0, 0.45, 0.3]), rng.uniform(0.72, 1.15)
+    elif view == "top":
+        az, el = rng.uniform(-0.4, 0.4), rng.uniform(1.15, 1.5)
+        target, extent = np.array([0.0, -0.05, 0.45]), rng.uniform(0.75, 1.2)
+    elif view == "back":
+        az, el = np.pi + rng.normal(0, 0.2), rng.uniform(-0.05, 0.6)
+        target, extent = np.array([0.0, -0.5, -0.1]), rng.uniform(0.9, 1.25)
+    elif view in ("left", "right"):
+        sign = 1.0 if view == "left" else -1.0
+        az, el = sign * (np.pi / 2 + rng.normal(0, 0.22)), rng.uniform(-0.15, 0.35)
+        target, extent = np.array([sign * 0.3, 0.15, -0.3]), rng.uniform(1.1, 1.5)
+    else:
+        raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+    # Phones shoot 3:4 or 9:16 and exports stretch to a square: squash or stretch a third.
+    aspect = float(np.exp(rng.uniform(-0.28, 0.28))) if rng.random() < 0.35 else 1.0
+    return H.make_camera(az, el, rng.normal(0, 0.12), target + jitter, extent, size, aspect)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A room or wall behind the head: soft gradient, a few out-of-focus objects."""
+    small = 12
+    wall = rng.uniform(0.35, 0.95) * (1 + rng.normal(0, 0.08, 3))
+    grad = np.linspace(rng.uniform(0.75, 1.15), rng.uniform(0.75, 1.15), small)[:, None, None]
+    img = np.ones((small, small, 3)) * wall * grad
+    for _ in range(int(rng.integers(0, 5))):
+        x0, y0 = rng.integers(0, small, 2)
+        w, h = rng.integers(1, small // 2 + 1, 2)
+        img[y0 : y0 + h, x0 : x0 + w] = rng.uniform(0.05, 1.0, 3)
+    img = cv2.resize(img.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.3:  # wallpaper, tiles or a patterned sofa
+        period = rng.uniform(0.03, 0.12) * size
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        angle = rng.uniform(0, np.pi)
+        wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * (2 * np.pi / period))
+        img *= (1 + rng.uniform(0.05, 0.25) * np.sign(wave))[..., None]
+    for _ in range(int(rng.integers(0, 3))):  # sharp edges: door frames, shelves, furniture
+        colour = tuple(float(v) for v in rng.uniform(0.05, 1.0, 3))
+        x0, y0 = (int(v) for v in rng.integers(-size // 4, size, 2))
+        w, h = (int(v) for v in rng.integers(size // 16, size // 2, 2))
+        thickness = -1 if rng.random() < 0.5 else max(1, size // 50)
+        cv2.rectangle(img, (x0, y0), (x0 + w, y0 + h), colour, thickness)
+    return np.clip(img, 0, 1)
+
+
+def _face_features(alb: np.ndarray, scene: H.Scene, subject: Subject, rng: np.random.Generator) -> None:
+    """Eyebrows, eyes, mouth and beard painted onto the face albedo, in place."""
+    mask = scene.part == H.FACE
+    if not mask.any():
+        return
+    p = scene.point[mask]
+    ax, z, y = np.abs(p[:, 0]), p[:, 2], p[:, 1]
+    colours = alb[mask]
+    hair = subject.hair_rgb.astype(np.float32)
+    brow_rgb = hair * (0.6 if subject.hair_colour in ("blond", "grey", "red") else 1.0)
+    front = y > 0.55
+    brow = front & (np.abs(z - (-0.04 - 0.6 * (ax - 0.25) ** 2)) < 0.03) & (ax > 0.07) & (ax < 0.45)
+    colours[brow] = colours[brow] * 0.2 + brow_rgb * 0.8
+    socket = front & (((ax - 0.24) / 0.17) ** 2 + ((z + 0.18) / 0.1) ** 2 < 1)
+    colours[socket] *= 0.82
+    eye = front & (((ax - 0.24) / 0.1) ** 2 + ((z + 0.2) / 0.04) ** 2 < 1)
+    sclera = colours[eye] * 0.45 + 0.25
+    colours[eye] = np.where((np.abs(ax - 0.24) < 0.03)[eye, None], 0.07, sclera)
+    mouth = front & (ax < 0.17) & (np.abs(z + 0.88) < 0.02)
+    colours[mouth] = colours[mouth] * np.array([0.7, 0.45, 0.45], dtype=np.float32)
+    if subject.beard > 0:
+        beard = (z < -0.66) | ((ax > 0.42) & (z < -0.38 - 0.25 * y)) | (front & (ax < 0.2) & (np.abs(z + 0.8) < 0.04))
+        beard &= ~mouth
+        amount = subject.beard * rng.uniform(0.4, 1.0, beard.sum()).astype(np.float32)
+        colours[beard] = colours[beard] * (1 - amount[:, None]) + hair * amount[:, None]
+    alb[mask] = colours
+
+
+def render_photo(
+    subject: Subject,
+    view: str,
+    rng: np.random.Generator,
+    size: int,
+    *,
+    rotate_prob: float = 0.5,
+) -> Photo:
+    """Render ``subject`` from ``view`` at ``size`` x ``size`` pixels.
+
+    Args:
+        subject: the person (same for all their views).
+        view: one of `data.vocab.VIEWS`.
+        rng: the photo's own generator (camera, light, background, strands).
+        size: picture side in pixels.
+        rotate_prob: probability of a 90/180/270-degree rotation (phone photos and the
+            real data set's augmentation have them).
+    """
+    shape = H.head_shape(*subject.shape)
+    camera = _sample_camera(view, rng, size)
+    scene = H.cast(shape, camera)
+    part, normal = scene.part, scene.normal
+    body = part != H.BACKGROUND
+
+    # Albedo per part.
+    skin = subject.skin_rgb.astype(np.float32)
+    ruddy = skin * np.array([1.02, 0.93, 0.92], dtype=np.float32)
+    cloth = rng.uniform(0.05, 0.9, 3).astype(np.float32)
+    table = np.stack([np.zeros(3, np.float32), skin, skin, ruddy, ruddy, ruddy, skin * 0.96, cloth])
+    alb = table[part]
+    # Blotchy tone and fine skin texture (pores, stubble shadow).
+    texture = cv2.resize(rng.uniform(0.95, 1.05, (size // 2, size // 2)).astype(np.float32), (size, size))
+    alb *= (_smooth_noise(rng, size, 6, 0.92, 1.08) * texture)[..., None]
+    if rng.random() < 0.4:  # striped or checked shirt
+        stripes = np.sin(scene.point[..., 0] * rng.uniform(15, 40)) > 0
+        alb[(part == H.SHOULDERS) & stripes] *= rng.uniform(0.5, 0.85)
+    _face_features(alb, scene, subject, rng)
+    for ear in (H.EAR_LEFT, H.EAR_RIGHT):
+        mask = part == ear
+        if mask.any():
+            local = (scene.point[mask] - shape.centres[ear - 1]) / shape.axes[ear - 1]
+            inner = (local[:, 1] / 0.6) ** 2 + ((local[:, 2] + 0.1) / 0.7) ** 2 < 1
+            alb[mask] = np.where(inner[:, None], alb[mask] * 0.72, alb[mask])
+
+    # Scalp maps on the cranium pixels.
+    cranium = np.flatnonzero(part.ravel() == H.CRANIUM)
+    q = (scene.point.reshape(-1, 3)[cranium] - shape.cranium_centre) / shape.cranium_axes
+    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-6)
+    maps = scalp_maps(q, subject)
+    flat_alb = alb.reshape(-1, 3)
+    scar_rgb = skin * 0.55 + np.array([0.95, 0.82, 0.8], dtype=np.float32) * 0.45
+    flat_alb[cranium[maps.scar_skin]] = scar_rgb
+
+    density = np.zeros(size * size, dtype=np.float32)
+    density[cranium] = maps.density
+    density = density.reshape(size, size) * _smooth_noise(rng, size, 10, 0.75, 1.25)
+    long_hair = subject.sex == "female"
+    under_k = 0.95 if long_hair else 0.35 + 0.45 * min(subject.hair_length / 0.2, 1.0)
+    cover = np.clip(cv2.GaussianBlur(density * under_k, (0, 0), 1.0), 0, 1)
+    bare = np.zeros(size * size, dtype=bool)
+    bare[cranium] = maps.bare_skin
+    cover[bare.reshape(size, size)] = 0.0  # scars and patches keep their sharp border
+    hair_rgb = subject.hair_rgb.astype(np.float32)
+    alb = alb * (1 - cover[..., None]) + (hair_rgb * 0.65) * cover[..., None]
+
+    # Light from above (ceiling), sometimes from the camera (flash), plus skin shine.
+    up = np.array([0.0, 0.0, 1.0])
+    light = up * rng.uniform(0.5, 1.0) + camera.back * rng.uniform(0.0, 0.9)
+    light = light + camera.right * rng.normal(0, 0.4)
+    light = (light / np.linalg.norm(light)).astype(np.float32)
+    half = light + camera.back.astype(np.float32)
+    half /= np.linalg.norm(half)
+    tint = np.array([1.0, rng.uniform(0.93, 1.0), rng.uniform(0.8, 1.0)], dtype=np.float32)
+    ambient = rng.uniform(0.45, 0.7)
+    diffuse = np.clip(normal @ light, 0, 1)
+    shade = (ambient + (1 - ambient) * diffuse).astype(np.float32)
+    shine = np.where(part == H.CRANIUM, rng.uniform(0.15, 0.55) * (1 - cover), 0.08)
+    shine = np.where((part == H.FACE) | (part == H.NOSE), 0.15, shine)
+    spec = (np.clip(normal @ half, 0, 1) ** rng.uniform(8, 40) * shine).astype(np.float32)
+    lit = (alb * shade[..., None] + spec[..., None]) * tint
+    image = np.where(body[..., None], lit, _background(rng, size) * rng.uniform(0.8, 1.1))
+
+    # Strands.
+    facing = np.clip(normal.reshape(-1, 3)[cranium] @ camera.back.astype(np.float32), 0.4, 1.0)
+    prob = subject.density * density.ravel()[cranium] / facing
+    if long_hair:
+        prob *= 0.6
+    pick = rng.random(len(cranium)) < np.minimum(prob, 1.0)
+    roots_idx = cranium[pick]
+    qs = q[pick]
+    direction = hair_directions(qs, subject)
+    lift = subject.lift
+    world = (direction * (1 - lift) + qs * lift) * shape.cranium_axes
+    world /= np.linalg.norm(world, axis=1, keepdims=True)
+    image_dir = camera.vector_to_pixels(world) / camera.scale
+    foreshort = np.maximum(np.linalg.norm(image_dir, axis=1), 1e-3)
+    image_dir /= foreshort[:, None]
+    n = len(roots_idx)
+    fine = rng.random(n) < maps.fine[pick]
+    lengths = subject.hair_length * camera.scale * foreshort * rng.uniform(0.6, 1.25, n)
+    lengths[fine] *= 0.45
+    if not long_hair:  # men's hair is cut shorter at the sides and the nape
+        lengths *= 0.4 + 0.6 * np.clip((qs[:, 2] + 0.1) / 0.7, 0.0, 1.0)
+    roots = np.stack([roots_idx % size, roots_idx // size], axis=1) + rng.random((n, 2))
+    segments = 6 if long_hair else 3
+    droop = camera.vector_to_pixels(np.array([0.0, 0.0, -1.0]))
+    droop = droop / max(np.linalg.norm(droop), 1e-6)
+    droop = droop * (subject.hair_length * camera.scale / segments) * (0.35 if long_hair else 0.08)
+    curl = subject.curl * rng.uniform(0.5, 1.5, n)
+    polylines = strand_polylines(roots, image_dir, lengths, segments=segments, curl=curl, gravity=droop)
+    calibre = rng.uniform(0.55, 0.95) * 255
+    alpha = np.zeros((size, size), dtype=np.uint8)
+    paint_strands(alpha, polylines[~fine], calibre)
+    paint_strands(alpha, polylines[fine], calibre * 0.35)
+    highlight = np.zeros((size, size), dtype=np.uint8)
+    share = subject.white_fraction if subject.white_fraction else 0.3
+    paint_strands(highlight, polylines[rng.random(n) < share], 255)
+    a = alpha.astype(np.float32) / 255
+    h = highlight.astype(np.float32)[..., None] / 255
+    if subject.white_fraction:
+        strand_rgb = hair_rgb * (1 - h) + np.float32(0.85) * h
+    else:
+        strand_rgb = hair_rgb * (1 + 0.7 * h)
+    strand_shade = np.where(body, shade, 0.85).astype(np.float32)[..., None]
+    # Where strands crowd, hair is opaque (a mass, not single lines over skin).
+    mass = np.clip(cv2.GaussianBlur(a, (0, 0), 1.2) * 1.5, 0, 1)[..., None]
+    image = image * (1 - mass) + (hair_rgb * 0.65) * strand_shade * tint * mass
+    image = image * (1 - a[..., None]) + strand_rgb * strand_shade * tint * a[..., None]
+
+    # Labels: zones where the scalp is visible; loss where it is visible and not hidden.
+    zones = np.zeros(size * size, dtype=np.uint8)
+    zones[cranium] = maps.zone_bits
+    zones = zones.reshape(size, size)
+    hidden = cv2.blur(np.maximum(np.maximum(a, cover), mass[..., 0]), (5, 5)) > _COVERED
+    loss = np.zeros(size * size, dtype=np.uint8)
+    loss[cranium] = maps.loss_bits
+    loss = loss.reshape(size, size)
+    loss[hidden] = 0
+    conditions = {}
+    for name in CONDITIONS:
+        bit = condition_bit(name)
+        present = int(np.count_nonzero(loss & bit) >= min_loss_pixels(size))
+        if not present:
+            loss &= ~np.uint8(bit)
+        conditions[name] = present
+
+    # The camera: exposure, colour cast, blur, sensor noise.
+    gain = (rng.uniform(0.9, 1.3) * 255) * rng.uniform(0.94, 1.06, 3).astype(np.float32)
+    sigma = rng.uniform(0.35, 1.3) * size / 256
+    image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma) * gain
+    grain = rng.standard_normal((size, size, 1), dtype=np.float32)
+    image += grain * np.float32(rng.uniform(1.0, 7.0))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+
+    rotation = 0
+    if rng.random() < rotate_prob:
+        turns = int(rng.integers(1, 4))
+        rotation = 90 * turns
+        image, zones, loss = (np.ascontiguousarray(np.rot90(x, turns)) for x in (image, zones, loss))
+    return Photo(image=image, zones=zones, loss=loss, view=view, conditions=conditions, rotation=rotation)
