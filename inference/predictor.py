@@ -1,0 +1,488 @@
+"""Predictor: a trained model, its preprocessing and its decoding, for one photo or many.
+
+    >>> from inference import Predictor, Intake, assess
+    >>> predictor = Predictor.load("runs/demo")          # run folder, model.safetensors or model.onnx
+    >>> prediction = predictor.predict("photo.jpg")      # path, PIL image or array
+    >>> prediction.findings, prediction.stage
+    (['thinning'], 3)
+    >>> for row in predictor.score(paths, batch_size=32):  # streaming result rows
+    ...     print(row["image"], row["status"])
+
+Everything needed to use the model travels with it (``model.json``): input size,
+normalisation, label vocabulary, decision thresholds and temperatures. The photo goes
+through the same evaluation transform the model was validated with
+(``data.transforms.build_transforms(train=False)``); nothing here re-types those values.
+
+Each result row carries a *photo-level* assessment (``assess([row], intake)``); a
+patient's photos are assessed together by ``scalpscan score --intake`` /
+``write_reports``, or by calling ``assess`` on all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.vocab import CONDITIONS, VIEWS, ZONES
+from inference.decoding import Geometry, decode_outputs, flip_outputs, merge_outputs
+from inference.quality import WORK_SIDE, QualityThresholds, check_quality
+
+__all__ = ["Predictor", "Prediction", "model_id", "ROW_FIELDS"]
+
+#: Keys of a result row, in the order they are written.
+ROW_FIELDS: tuple[str, ...] = (
+    "image",
+    "subject",
+    "status",
+    "error",
+    "view",
+    "conditions",
+    "findings",
+    "stage",
+    "zones",
+    "assessment",
+    "model",
+    "width",
+    "height",
+    "stage_probabilities",
+    "view_probabilities",
+    "quality",
+    "masks",
+)
+
+# A backend maps a float32 batch [B,3,S,S] (NumPy array or CPU tensor) to the network's
+# raw outputs as NumPy arrays.
+Backend = Callable[[Any], dict[str, np.ndarray]]
+
+
+@dataclass
+class Prediction:
+    """What the model says about one photo (one result row).
+
+    Attributes:
+        image: the photo's path as given, or None for an in-memory picture.
+        subject: patient id, when known.
+        status: "ok", "error" (unreadable file) or "recapture" (quality gate).
+        error: what is wrong with the file or photo; None when ``status`` is "ok".
+        view: predicted camera view.
+        conditions: probability per condition (temperature applied).
+        findings: conditions at or above their decision threshold.
+        stage: predicted Norwood stage (1-7).
+        zones: per zone ``{"visible", "box" [x0,y0,x1,y1] in photo pixels, "loss_fraction"}``.
+        assessment: photo-level candidacy assessment (``Assessment.to_dict()``).
+        model: ``{"id", "rules_version"}``.
+        width: photo width in pixels (after EXIF orientation).
+        height: photo height in pixels.
+        stage_probabilities: P(Norwood = 1..7).
+        view_probabilities: probability per view.
+        quality: quality-gate measures and reasons.
+        masks: paths of the saved zone/loss mask PNGs, relative to the results file.
+    """
+
+    image: str | None = None
+    subject: str | None = None
+    status: str = "ok"
+    error: str | None = None
+    view: str | None = None
+    conditions: dict[str, float] | None = None
+    findings: list[str] = field(default_factory=list)
+    stage: int | None = None
+    zones: dict[str, dict[str, Any]] | None = None
+    assessment: dict[str, Any] | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    width: int | None = None
+    height: int | None = None
+    stage_probabilities: list[float] | None = None
+    view_probabilities: dict[str, float] | None = None
+    quality: dict[str, Any] | None = None
+    masks: dict[str, str] | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        """The result row, as ``score`` writes it (see DESIGN.md "Result rows")."""
+        row = {name: getattr(self, name) for name in ROW_FIELDS}
+        if row["masks"] is None:
+            del row["masks"]
+        return row
+
+
+def model_id(weights_path: str | Path) -> str:
+    """Stable id of a model: its folder name and the first 12 hex digits of the weights' SHA-256."""
+    path = Path(weights_path)
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{path.parent.name or path.stem}@{digest.hexdigest()[:12]}"
+
+
+class _EvalTransform:
+    """The model's evaluation preprocessing; picklable so decoding workers can use it.
+
+    Built from ``input_size``, ``mean`` and ``std`` in ``model.json`` through
+    ``data.transforms.build_transforms(train=False)``, i.e. exactly the validation
+    pipeline the model was evaluated with. Where the photo lands in the network input
+    (the letterbox) is read off the same pipeline, by passing an all-ones mask through
+    it once per photo size, so zone boxes map back to photo pixels whatever it does.
+    """
+
+    def __init__(self, input_size: int, mean: Iterable[float], std: Iterable[float]) -> None:
+        self.input_size = int(input_size)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self._transform: Any = None
+        self._geometries: dict[tuple[int, int], Geometry] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_transform": None, "_geometries": {}}
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        if self._transform is None:
+            from data.transforms import build_transforms
+
+            self._transform = build_transforms(self.input_size, self.mean, self.std, train=False)
+        height, width = image.shape[:2]
+        geometry = self._geometries.get((height, width))
+        if geometry is None:
+            out = self._transform(image=image, zone_mask=np.ones((height, width), dtype=np.uint8))
+            geometry = self._geometry(out["zone_mask"], width, height)
+            if len(self._geometries) < 64:
+                self._geometries[(height, width)] = geometry
+        else:
+            out = self._transform(image=image)
+        tensor = out["image"]
+        array = tensor.numpy() if hasattr(tensor, "numpy") else np.asarray(tensor).transpose(2, 0, 1)
+        return np.ascontiguousarray(array, dtype=np.float32), geometry
+
+    @staticmethod
+    def _geometry(placed: np.ndarray, width: int, height: int) -> Geometry:
+        rows = np.flatnonzero(placed.any(axis=1))
+        cols = np.flatnonzero(placed.any(axis=0))
+        if rows.size == 0:  # cannot happen with a deterministic resize/pad; be safe anyway
+            side = placed.shape[0]
+            return Geometry(width=width, height=height, scale_x=side / width, scale_y=side / height)
+        return Geometry(
+            width=width,
+            height=height,
+            scale_x=(cols[-1] + 1 - cols[0]) / width,
+            scale_y=(rows[-1] + 1 - rows[0]) / height,
+            pad_x=float(cols[0]),
+            pad_y=float(rows[0]),
+        )
+
+
+class _PhotoPreparer:
+    """Decode a photo, check its quality and preprocess it; picklable for decoding workers.
+
+    A photo file is decoded reduced (JPEG DCT scaling) to about :attr:`decode_side`
+    pixels on its longer side, enough for the network input and the quality measures;
+    its size as taken is read from the file header, and the geometry maps the network
+    input back to those pixels, so boxes are always in the photo's own coordinates.
+    """
+
+    def __init__(self, transform: _EvalTransform, quality: QualityThresholds) -> None:
+        self.transform = transform
+        self.quality = quality
+        self.decode_side = max(2 * transform.input_size, 2 * WORK_SIDE)
+
+    def __call__(self, source: Any) -> dict[str, Any]:
+        """``{"status", "error", "width", "height", "quality", "array", "geometry"}`` for one photo."""
+        from data.decode import ImageDecodeError, image_size, load_image
+
+        item: dict[str, Any] = {"status": "ok", "error": None, "width": None, "height": None, "quality": None,
+                                "array": None, "geometry": None}
+        try:
+            if isinstance(source, (str, Path)):
+                image = load_image(source, max_side=self.decode_side)
+                width, height = image_size(source)
+            else:
+                image = load_image(source)
+                height, width = image.shape[:2]
+        except ImageDecodeError as exc:
+            return {**item, "status": "error", "error": str(exc)}
+        except Exception as exc:  # a decoder crashing on a hostile file must not stop a batch
+            return {**item, "status": "error", "error": f"{source}: cannot decode the picture ({type(exc).__name__}: {exc})"}
+        item.update(width=width, height=height)
+        report = check_quality(image, self.quality, size=(width, height))
+        item["quality"] = report.to_dict()
+        if not report.ok:
+            return {**item, "status": "recapture", "error": "; ".join(report.reasons)}
+        array, placed = self.transform(image)
+        # The transform saw the decoded copy; scale its geometry to the photo as taken.
+        decoded_height, decoded_width = image.shape[:2]
+        geometry = replace(
+            placed,
+            width=width,
+            height=height,
+            scale_x=placed.scale_x * decoded_width / width,
+            scale_y=placed.scale_y * decoded_height / height,
+        )
+        return {**item, "array": array, "geometry": geometry}
+
+
+def _torch_backend(model: Any, device: str) -> Backend:
+    import torch
+
+    def run(batch: Any) -> dict[str, np.ndarray]:
+        tensor = torch.as_tensor(batch)
+        with torch.inference_mode():
+            outputs = model(tensor.to(device, non_blocking=True))
+        return {key: value.float().cpu().numpy() for key, value in outputs.items()}
+
+    return run
+
+
+class Predictor:
+    """A loaded model with its preprocessing, decoding, quality gate and rules.
+
+    Build one with :meth:`Predictor.load`. ``predictor.model`` is the ``torch.nn.Module``
+    (the ``onnxruntime.InferenceSession`` for an ONNX model); ``predictor.input_size`` is
+    the side of its square input.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        meta: Mapping[str, Any],
+        backend: Backend,
+        *,
+        model_name: str,
+        tta: bool = False,
+        quality: QualityThresholds | None = None,
+        rules: Any = None,
+        device: str = "cpu",
+    ) -> None:
+        """Wrap a backend; prefer :meth:`load`.
+
+        Args:
+            model: the network (``nn.Module``) or ONNX Runtime session.
+            meta: the model's ``model.json`` contents.
+            backend: float32 batch [B,3,S,S] -> raw outputs as NumPy arrays.
+            model_name: the id written into every row's ``model.id``.
+            tta: average the outputs with those of the horizontally flipped photo.
+            quality: quality-gate thresholds; module defaults when None.
+            rules: candidacy rules (``inference.rules.load_rules()``); the defaults when None.
+            device: where the torch model runs ("cpu", "cuda", "cuda:1").
+        """
+        missing = [key for key in ("input_size", "mean", "std") if key not in meta]
+        if missing:
+            raise ValueError(
+                f"model metadata lacks {', '.join(missing)}; a model.json written by `scalpscan train` has them"
+            )
+        self.model = model
+        self.meta = dict(meta)
+        self.input_size = int(self.meta["input_size"])
+        self.tta = tta
+        self.quality = quality or QualityThresholds()
+        self.device = device
+        self.model_name = model_name
+        self._backend = backend
+        self._rules = rules
+        self.transform = _EvalTransform(self.input_size, self.meta["mean"], self.meta["std"])
+        self.prepare = _PhotoPreparer(self.transform, self.quality)
+        self._check_vocab()
+
+    def _check_vocab(self) -> None:
+        vocab = self.meta.get("vocab") or {}
+        expected = {"conditions": list(CONDITIONS), "views": list(VIEWS), "zones": list(ZONES)}
+        for key, names in expected.items():
+            if key in vocab and list(vocab[key]) != names:
+                raise ValueError(
+                    f"model vocabulary {key}={list(vocab[key])} differs from this scalpscan's {names}; "
+                    "score with the scalpscan version the model was trained with"
+                )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        tta: bool = False,
+        quality: QualityThresholds | None = None,
+        rules: Any = None,
+    ) -> Predictor:
+        """Load a model for inference.
+
+        Args:
+            path: a run folder (``model.safetensors`` + ``model.json``), a
+                ``model.safetensors`` / ``model.json`` file, or an exported ``model.onnx``
+                (a folder holding only ``model.onnx`` works too).
+            device: "cpu" or "cuda" (torch models); ONNX models run on ONNX Runtime's CPU
+                provider unless CUDA is asked for and available.
+            tta: flip test-time augmentation.
+            quality: quality-gate thresholds.
+            rules: candidacy rules; ``load_rules()`` defaults when None.
+
+        Raises:
+            FileNotFoundError: if ``path`` does not exist.
+            models.checkpoint.CheckpointError: if the weights cannot be loaded safely (a
+                pickle in place of safetensors is refused, never executed).
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"model not found: {path} (give a run folder, model.safetensors or model.onnx)")
+        onnx_file = path if path.suffix == ".onnx" else None
+        if path.is_dir() and not (path / "model.safetensors").exists() and (path / "model.onnx").exists():
+            onnx_file = path / "model.onnx"
+        if onnx_file is not None:
+            from inference.export import load_onnx
+
+            session, meta, backend, name = load_onnx(onnx_file, device=device)
+            return cls(session, meta, backend, model_name=name, tta=tta, quality=quality, rules=rules, device=device)
+
+        from models.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(path, map_location="cpu")
+        model.eval().to(device)
+        if path.is_dir():
+            weights = path / "model.safetensors"
+        else:
+            weights = path.with_suffix(".safetensors")  # model.json -> model.safetensors
+        backend = _torch_backend(model, device)
+        return cls(model, meta, backend, model_name=model_id(weights), tta=tta, quality=quality, rules=rules, device=device)
+
+    # -- pieces the batch scorer shares -------------------------------------------------
+
+    @property
+    def rules(self) -> Any:
+        """The candidacy rules rows are assessed with (loaded on first use)."""
+        if self._rules is None:
+            from inference.rules.engine import load_rules
+
+            self._rules = load_rules()
+        return self._rules
+
+    @property
+    def model_info(self) -> dict[str, str]:
+        """The ``model`` field of every row."""
+        return {"id": self.model_name, "rules_version": str(self.rules.version)}
+
+    def forward(self, batch: Any) -> dict[str, np.ndarray]:
+        """Raw outputs for a preprocessed batch [B,3,S,S], with flip TTA when enabled."""
+        outputs = self._backend(batch)
+        if self.tta:
+            flipped = batch.flip(-1) if hasattr(batch, "flip") else np.ascontiguousarray(np.asarray(batch)[..., ::-1])
+            outputs = merge_outputs(outputs, flip_outputs(self._backend(flipped)))
+        return outputs
+
+    def finish(
+        self,
+        decoded: Mapping[str, Any],
+        *,
+        image: str | None,
+        subject: str | None,
+        width: int,
+        height: int,
+        quality: Mapping[str, Any] | None,
+        intake: Any = None,
+    ) -> Prediction:
+        """Build the Prediction of an ``ok`` photo from its decoded outputs, assessment included."""
+        prediction = Prediction(
+            image=image,
+            subject=subject,
+            status="ok",
+            width=width,
+            height=height,
+            quality=dict(quality) if quality is not None else None,
+            model=self.model_info,
+            **decoded,
+        )
+        prediction.assessment = self.assess_photo(prediction, intake)
+        return prediction
+
+    def failed(
+        self,
+        *,
+        image: str | None,
+        subject: str | None,
+        status: str,
+        error: str,
+        width: int | None = None,
+        height: int | None = None,
+        quality: Mapping[str, Any] | None = None,
+        intake: Any = None,
+    ) -> Prediction:
+        """The Prediction of a photo that could not be judged ("error" or "recapture")."""
+        prediction = Prediction(
+            image=image,
+            subject=subject,
+            status=status,
+            error=error,
+            width=width,
+            height=height,
+            quality=dict(quality) if quality is not None else None,
+            model=self.model_info,
+        )
+        prediction.assessment = self.assess_photo(prediction, intake)
+        return prediction
+
+    def assess_photo(self, prediction: Prediction, intake: Any = None) -> dict[str, Any]:
+        """Photo-level assessment: ``assess([row], intake)`` with this predictor's rules."""
+        from inference.rules.engine import assess
+
+        return assess([prediction.to_row()], intake, rules=self.rules).to_dict()
+
+    # -- public API ---------------------------------------------------------------------
+
+    def predict(self, source: Any, *, subject: str | None = None, intake: Any = None) -> Prediction:
+        """Score one photo.
+
+        Args:
+            source: a file path, PIL image or array (HxW, HxWx3, HxWx4).
+            subject: patient id to record in the row.
+            intake: the patient's ``Intake``, for the photo-level assessment.
+
+        Returns:
+            The prediction; an unreadable file gives ``status="error"`` and a photo the
+            quality gate rejects ``status="recapture"``, each with the reason in ``error``.
+        """
+        name = str(source) if isinstance(source, (str, Path)) else None
+        item = self.prepare(source)
+        if item["status"] != "ok":
+            return self.failed(
+                image=name,
+                subject=subject,
+                status=item["status"],
+                error=item["error"],
+                width=item["width"],
+                height=item["height"],
+                quality=item["quality"],
+                intake=intake,
+            )
+        outputs = self.forward(item["array"][None])
+        decoded = decode_outputs(outputs, self.meta, [item["geometry"]])[0]
+        return self.finish(
+            decoded,
+            image=name,
+            subject=subject,
+            width=item["width"],
+            height=item["height"],
+            quality=item["quality"],
+            intake=intake,
+        )
+
+    def score(
+        self,
+        paths: Iterable[str | Path],
+        batch_size: int = 32,
+        *,
+        workers: int = 0,
+        intakes: Mapping[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Score many photos, yielding one result row per path, in order, as they are made.
+
+        Args:
+            paths: photo files; the subject of each is read from its file name (the
+                leading token before ``_``, ``-`` or a space, see ``inference.score``).
+            batch_size: photos per forward pass.
+            workers: decoding worker processes (0 decodes in this process).
+            intakes: ``Intake`` per subject, for the photo-level assessments.
+        """
+        from inference.score import jobs_from_paths, score_jobs
+
+        yield from score_jobs(self, jobs_from_paths(paths), batch_size=batch_size, workers=workers, intakes=intakes)

@@ -1,0 +1,136 @@
+"""`scalpscan score`: score photos with a trained model, one result row per photo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HELP = "score photos (files, folders, manifests) into results.jsonl, resumable and shardable"
+
+EPILOG = """\
+examples:
+  scalpscan score photos/ --model runs/demo --out results.jsonl
+  scalpscan score photos/ --model runs/demo --out results.jsonl --intake intake.csv --report-dir reports/
+  scalpscan score day1/ day2/*.heic --model model.onnx --out results.csv
+  scalpscan score photos/ --model runs/demo --out part0.jsonl --shard 0/4     # machine 1 of 4
+  torchrun --nproc-per-node 4 -m scripts.cli score photos/ --model runs/demo --out results.jsonl --device cuda
+
+Run the same command again after a crash or interruption: photos that already have a row
+are skipped. Exit code: 0 when every photo is ok, 1 when some are error or recapture,
+2 for bad arguments (missing input or model, bad intake sheet, bad --shard).
+The subject of a photo is the manifest's subject column, else the file name's leading
+token (P001_top.jpg -> P001), else a folder named like a subject on the intake sheet.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `scalpscan score`."""
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files, folders (recursive) or manifest .csv")
+    parser.add_argument("--model", required=True, help="run folder, model.safetensors or exported model.onnx")
+    parser.add_argument("--out", required=True, help="results file (.jsonl or .csv); appended to and resumed")
+    parser.add_argument("--intake", help="intake sheet CSV (subject, sex, keloid_history, eczema_active, ...)")
+    parser.add_argument("--report-dir", help="write one HTML report per patient and an index page here")
+    parser.add_argument("--save-masks", action="store_true", help="save zone/loss mask PNGs beside the results")
+    parser.add_argument("--batch-size", type=int, default=32, help="photos per forward pass (default 32)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: spare cores, 1-4)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of the model on the CPU (default: the cores the decoding workers leave, at least 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N); default cpu")
+    parser.add_argument("--format", choices=("jsonl", "csv"), default=None, help="default: from --out's suffix")
+    parser.add_argument("--shard", help="K/N: score only shard K (0..N-1) of N; default from torchrun's RANK/WORLD_SIZE")
+    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped photo")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fail(message: str) -> int:
+    print(f"scalpscan score: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate every argument (intake sheet included) before scoring a photo."""
+    from inference.score import InputError, discover_inputs, parse_shard, select_shard, shard_from_env, sharded_out
+
+    out = Path(args.out)
+    fmt = args.format or ("csv" if out.suffix.lower() == ".csv" else "jsonl")
+    if args.batch_size < 1:
+        return _fail(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        return _fail(f"--workers {args.workers}: must be 0 (decode in this process) or more")
+    if args.threads is not None and args.threads < 1:
+        return _fail(f"--threads {args.threads}: must be at least 1")
+    if args.report_dir and fmt != "jsonl":
+        return _fail("--report-dir needs JSON lines results (--format jsonl / --out results.jsonl)")
+    device = args.device
+    if not (device == "cpu" or device.startswith("cuda")):
+        return _fail(f"--device {device!r}: expected cpu, cuda or cuda:N")
+
+    intakes = None
+    if args.intake:
+        from inference.intake import IntakeError, read_intake
+
+        try:
+            intakes, warnings = read_intake(args.intake)
+        except (IntakeError, OSError) as exc:
+            return _fail(f"intake sheet {args.intake}: {exc}")
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+
+    try:
+        shard = parse_shard(args.shard) if args.shard else None
+        env_shard = shard_from_env() if shard is None else None
+        if env_shard is not None:
+            shard = env_shard
+            out = sharded_out(out, *env_shard)
+        jobs = discover_inputs(args.inputs, subjects=intakes.keys() if intakes else None)
+    except InputError as exc:
+        return _fail(str(exc))
+    if not jobs:
+        return _fail(f"no photos found in {' '.join(args.inputs)} (looked for .jpg .png .webp .tif .heic ...)")
+    if shard is not None:
+        jobs = select_shard(jobs, *shard)
+
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return _fail(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if env_shard is not None and device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+
+    from inference.predictor import Predictor
+    from inference.score import default_workers
+    from models.checkpoint import CheckpointError
+
+    workers = default_workers() if args.workers is None else args.workers
+    # Model threads and decoding processes share the cores; oversubscribing them slows both.
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - workers))
+
+    try:
+        predictor = Predictor.load(args.model, device=device, tta=args.tta)
+    except (FileNotFoundError, CheckpointError, ValueError) as exc:
+        return _fail(f"--model {args.model}: {exc}")
+
+    from inference.score import run_score
+
+    try:
+        summary = run_score(
+            predictor,
+            jobs,
+            out,
+            fmt=fmt,
+            batch_size=args.batch_size,
+            workers=workers,
+            intakes=intakes,
+            report_dir=args.report_dir,
+            save_masks=args.save_masks,
+            progress=not args.no_progress,
+        )
+    except InputError as exc:
+        return _fail(str(exc))
+    if shard is not None:
+        print(f"shard {shard[0]}/{shard[1]}: {len(jobs)} photos")
+    print(summary.describe())
+    return summary.exit_code

@@ -1,0 +1,221 @@
+"""Predictor: loading, preprocessing from model.json, decoding, flip TTA, safe weights."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from inference.decoding import Geometry, decode_outputs, flip_outputs
+from inference.predictor import ROW_FIELDS, Predictor
+from models import CheckpointError, create_model, save_checkpoint
+
+SIDE = 64
+
+
+def _meta(model: torch.nn.Module, **overrides: object) -> dict[str, object]:
+    meta: dict[str, object] = {
+        "vocab": {"conditions": list(CONDITIONS), "stages": list(STAGES), "views": list(VIEWS), "zones": list(ZONES)},
+        "input_size": SIDE,
+        "mean": list(model.pretrained_cfg["mean"]),
+        "std": list(model.pretrained_cfg["std"]),
+        "thresholds": {name: 0.5 for name in CONDITIONS},
+        "temperature": {"conditions": 1.0, "stage": 1.0, "view": 1.0},
+    }
+    meta.update(overrides)
+    return meta
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("scalpnet", backbone="tiny", image_size=SIDE)
+    folder = tmp_path_factory.mktemp("run")
+    save_checkpoint(folder, model, _meta(model))
+    return folder
+
+
+def _photo(height: int = 160, width: int = 128, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(40, 220, size=(height, width, 3), dtype=np.uint8)
+
+
+def test_load_reads_preprocessing_from_model_json(run_dir: Path) -> None:
+    predictor = Predictor.load(run_dir)
+    assert isinstance(predictor.model, torch.nn.Module)
+    assert predictor.input_size == SIDE
+    assert Predictor.load(run_dir / "model.safetensors").model_name == predictor.model_name
+    array, geometry = predictor.transform(_photo(100, 200))
+    assert array.shape == (3, SIDE, SIDE) and array.dtype == np.float32
+    # 200x100 letterboxed into 64x64: 64x32, centred vertically.
+    assert geometry.scale_x == pytest.approx(SIDE / 200) and geometry.scale_y == pytest.approx(SIDE / 200)
+    assert (geometry.pad_x, geometry.pad_y) == (0.0, 16.0)
+
+
+def test_predict_accepts_path_pil_and_array(run_dir: Path, tmp_path: Path) -> None:
+    predictor = Predictor.load(run_dir)
+    photo = _photo()
+    Image.fromarray(photo).save(tmp_path / "P7_top.png")
+    rows = [
+        predictor.predict(tmp_path / "P7_top.png").to_row(),
+        predictor.predict(Image.fromarray(photo)).to_row(),
+        predictor.predict(photo).to_row(),
+    ]
+    assert rows[0]["image"] == str(tmp_path / "P7_top.png") and rows[1]["image"] is None
+    for row in rows:
+        assert list(row)[: len(ROW_FIELDS) - 1] == list(ROW_FIELDS[:-1])
+        assert row["status"] == "ok" and row["error"] is None
+        assert (row["width"], row["height"]) == (128, 160)
+        assert set(row["conditions"]) == set(CONDITIONS) and set(row["zones"]) == set(ZONES)
+        assert row["stage"] in STAGES and row["view"] in VIEWS
+        assert sum(row["stage_probabilities"]) == pytest.approx(1.0, abs=1e-5)
+        assert row["assessment"]["decision"] in {"candidate", "caution", "not_indicated", "review"}
+        assert row["model"]["id"] == predictor.model_name
+    assert rows[0]["conditions"] == rows[1]["conditions"] == rows[2]["conditions"]
+
+
+def test_unreadable_and_poor_photos_are_rows_not_crashes(run_dir: Path, tmp_path: Path) -> None:
+    predictor = Predictor.load(run_dir)
+    (tmp_path / "x.jpg").write_bytes(b"not a jpeg")
+    error = predictor.predict(tmp_path / "x.jpg")
+    assert error.status == "error" and "x.jpg" in error.error and error.conditions is None
+    dark = predictor.predict(np.zeros((200, 200, 3), np.uint8))
+    assert dark.status == "recapture" and dark.error.startswith("too dark")
+
+
+def test_thresholds_and_temperature_are_applied(run_dir: Path) -> None:
+    base = decode_outputs(
+        {
+            "conditions": np.array([[2.0, -2.0, 0.2]]),
+            "stage": np.array([[3.0, 2.0, 0.5, -0.5, -2.0, -3.0]]),
+            "view": np.array([[0.0, 3.0, 0.0, 0.0, 0.0]]),
+            "zones": np.full((1, 6, 4, 4), -5.0),
+            "loss": np.full((1, 3, 4, 4), -5.0),
+        },
+        {"input_size": 16, "thresholds": {"thinning": 0.9, "alopecia_patch": 0.1, "transplant_scar": 0.5}},
+        [Geometry(16, 16, 1.0, 1.0)],
+    )[0]
+    assert base["findings"] == ["alopecia_patch", "transplant_scar"]  # 0.88 < 0.9; 0.12 >= 0.1
+    assert base["stage"] == 4 and base["view"] == "top"
+    hot = decode_outputs(
+        {
+            "conditions": np.array([[2.0, -2.0, 0.2]]),
+            "stage": np.array([[3.0, 2.0, 0.5, -0.5, -2.0, -3.0]]),
+            "view": np.array([[0.0, 3.0, 0.0, 0.0, 0.0]]),
+            "zones": np.full((1, 6, 4, 4), -5.0),
+            "loss": np.full((1, 3, 4, 4), -5.0),
+        },
+        {"input_size": 16, "temperature": {"conditions": 100.0, "stage": 1.0, "view": 100.0}},
+        [Geometry(16, 16, 1.0, 1.0)],
+    )[0]
+    assert abs(hot["conditions"]["thinning"] - 0.5) < 0.01
+    assert max(hot["view_probabilities"].values()) < 0.21
+
+
+def test_stage_is_monotone_even_for_disordered_logits() -> None:
+    row = decode_outputs(
+        {
+            "conditions": np.zeros((1, 3)),
+            "stage": np.array([[-1.0, 4.0, 4.0, -3.0, -3.0, -3.0]]),  # P(>1) < P(>2): disordered
+            "view": np.zeros((1, 5)),
+            "zones": np.zeros((1, 6, 2, 2)) - 9,
+            "loss": np.zeros((1, 3, 2, 2)) - 9,
+        },
+        {"input_size": 8},
+        [Geometry(8, 8, 1.0, 1.0)],
+    )[0]
+    assert row["stage"] == 1  # cumulative probabilities made non-increasing first
+    assert min(row["stage_probabilities"]) >= 0 and sum(row["stage_probabilities"]) == pytest.approx(1.0)
+
+
+def test_zone_boxes_are_in_photo_pixels_and_loss_fraction_counts_the_zone() -> None:
+    # A 200x100 photo letterboxed into 64x64 sits in rows 16..48; masks at 16x16 (stride 4).
+    zones = np.full((1, 6, 16, 16), -5.0)
+    zones[0, ZONES.index("crown"), 4:8, 2:6] = 5.0  # network px x 8..24, y 16..32
+    loss = np.full((1, 3, 16, 16), -5.0)
+    loss[0, 0, 4:6, 2:6] = 5.0  # half the crown
+    row = decode_outputs(
+        {"conditions": np.zeros((1, 3)), "stage": np.zeros((1, 6)), "view": np.zeros((1, 5)), "zones": zones, "loss": loss},
+        {"input_size": 64},
+        [Geometry(width=200, height=100, scale_x=0.32, scale_y=0.32, pad_x=0.0, pad_y=16.0)],
+    )[0]
+    crown = row["zones"]["crown"]
+    assert crown["visible"] and crown["box"] == [25, 0, 75, 50]
+    assert crown["loss_fraction"] == pytest.approx(0.5)
+    assert row["zones"]["hairline"] == {"visible": False, "box": None, "loss_fraction": None}
+
+
+def test_flip_swaps_left_right_views_and_temples() -> None:
+    zones = np.zeros((1, 6, 2, 3))
+    zones[0, ZONES.index("temple_left"), :, 0] = 1.0
+    outputs = {
+        "conditions": np.zeros((1, 3)),
+        "stage": np.zeros((1, 6)),
+        "view": np.eye(5)[[VIEWS.index("left")]],
+        "zones": zones,
+        "loss": np.arange(6, dtype=float).reshape(1, 1, 2, 3).repeat(3, 1),
+    }
+    flipped = flip_outputs(outputs)
+    assert VIEWS[int(flipped["view"][0].argmax())] == "right"
+    assert flipped["zones"][0, ZONES.index("temple_right"), :, 2].tolist() == [1.0, 1.0]
+    assert flipped["zones"][0, ZONES.index("temple_left")].sum() == 0
+    assert flipped["loss"][0, 0, 0].tolist() == [2.0, 1.0, 0.0]
+
+
+def test_tta_averages_with_the_mirrored_photo(run_dir: Path) -> None:
+    plain, tta = Predictor.load(run_dir), Predictor.load(run_dir, tta=True)
+    batch = torch.from_numpy(np.stack([plain.transform(_photo(seed=s))[0] for s in range(2)]))
+    a, b = plain.forward(batch), plain.forward(batch.flip(-1))
+    mirrored = flip_outputs(b)
+    got = tta.forward(batch)
+    for key in a:
+        np.testing.assert_allclose(got[key], (a[key] + mirrored[key]) / 2, atol=1e-5)
+
+
+def test_pickled_weights_are_refused_without_running_them(tmp_path: Path, run_dir: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class _Evil:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "run"
+    bad.mkdir()
+    (bad / "model.json").write_text((run_dir / "model.json").read_text())
+    (bad / "model.safetensors").write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError, match="pickle"):
+        Predictor.load(bad)
+    with pytest.raises(CheckpointError):
+        Predictor.load(bad / "model.safetensors")
+    assert not marker.exists()
+
+
+def test_missing_model_and_wrong_vocabulary(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="model not found"):
+        Predictor.load(tmp_path / "nope")
+    model = create_model("scalpnet", backbone="tiny", image_size=SIDE)
+    meta = _meta(model)
+    meta["vocab"] = {**meta["vocab"], "zones": ["crown", "hairline"]}  # type: ignore[dict-item]
+    save_checkpoint(tmp_path / "odd", model, meta)
+    with pytest.raises(ValueError, match="vocabulary zones"):
+        Predictor.load(tmp_path / "odd")
+
+
+def test_big_photos_are_decoded_reduced_but_reported_in_their_own_pixels(run_dir: Path, tmp_path: Path) -> None:
+    predictor = Predictor.load(run_dir)
+    photo = _photo(1000, 1400, seed=5)
+    Image.fromarray(photo).save(tmp_path / "big.jpg", quality=95)
+    item = predictor.prepare(tmp_path / "big.jpg")
+    assert (item["width"], item["height"]) == (1400, 1000)
+    geometry = item["geometry"]
+    # The whole 1400 px width maps onto the 64 px network input.
+    assert geometry.scale_x * 1400 == pytest.approx(SIDE, abs=0.5)
+    row = predictor.predict(tmp_path / "big.jpg").to_row()
+    assert (row["width"], row["height"]) == (1400, 1000)
+    for zone in row["zones"].values():
+        if zone["visible"]:
+            assert 0 <= zone["box"][0] <= zone["box"][2] <= 1400 and 0 <= zone["box"][1] <= zone["box"][3] <= 1000
