@@ -3,12 +3,12 @@
 What other packages use::
 
     from models import create_model, list_models, list_backbones
-    from models import save_checkpoint, load_checkpoint, CheckpointError
+    from models import save_checkpoint, load_checkpoint, inference_meta, CheckpointError
     from models.heads import ordinal_probabilities, ordinal_to_stage_index
 """
 
 from models.backbones import BACKBONES, create_backbone, list_backbones
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError, inference_meta, load_checkpoint, save_checkpoint
 from models.heads import ordinal_expected_index, ordinal_probabilities, ordinal_to_stage_index
 from models.network import MODELS, ScalpNet, create_model, list_models
 from models.pretrained import LoadReport, PretrainedError
@@ -25,6 +25,7 @@ __all__ = [
     "UnknownNameError",
     "create_backbone",
     "create_model",
+    "inference_meta",
     "list_backbones",
     "list_models",
     "load_checkpoint",

@@ -30,10 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
 from models.network import MODELS, create_model
 from models.registry import UnknownNameError
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "inference_meta", "load_checkpoint", "save_checkpoint"]
 
 #: Version of the on-disk layout this code writes and reads.
 FORMAT_VERSION = 1
@@ -44,6 +45,42 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be written or read; the message names the file and the reason."""
+
+
+# ----------------------------------------------------------------------------------- meta
+
+def inference_meta(model: nn.Module, *, input_size: int | None = None,
+                   thresholds: Mapping[str, float] | None = None,
+                   temperature: Mapping[str, float] | None = None,
+                   **extra: Any) -> dict[str, Any]:
+    """The part of ``model.json`` that inference needs, for a freshly built network.
+
+    Vocabulary from :mod:`data.vocab`, input size and normalisation from the model's own
+    ``pretrained_cfg``; thresholds default to 0.5 and temperatures to 1 (uncalibrated).
+    Training adds its config, data fingerprint and metrics through ``extra``.
+
+    Args:
+        model: A network built by :func:`models.create_model`.
+        input_size: Input side; defaults to the model's ``pretrained_cfg["input_size"]``.
+        thresholds: Decision threshold per condition.
+        temperature: Temperature per head (``conditions``, ``stage``, ``view``).
+        **extra: Further keys stored as they are.
+    """
+    cfg = getattr(model, "pretrained_cfg", {})
+    side = input_size if input_size is not None else cfg.get("input_size")
+    if side is None:
+        raise CheckpointError("inference_meta: the model has no pretrained_cfg['input_size']; pass input_size=")
+    meta: dict[str, Any] = {
+        "vocab": {"conditions": list(CONDITIONS), "stages": list(STAGES),
+                  "views": list(VIEWS), "zones": list(ZONES)},
+        "input_size": int(side),
+        "mean": [float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))],
+        "std": [float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))],
+        "thresholds": {name: 0.5 for name in CONDITIONS} | dict(thresholds or {}),
+        "temperature": {"conditions": 1.0, "stage": 1.0, "view": 1.0} | dict(temperature or {}),
+    }
+    meta.update(extra)
+    return meta
 
 
 # ----------------------------------------------------------------------------------- save

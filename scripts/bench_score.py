@@ -55,19 +55,11 @@ def _photos(folder: Path, count: int, width: int, height: int) -> None:
 def _make_run(folder: Path, backbone: str, side: int) -> Path:
     import torch
 
-    from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
-    from models import create_model, save_checkpoint
+    from models import create_model, inference_meta, save_checkpoint
 
     torch.manual_seed(0)
     model = create_model("scalpnet", backbone=backbone, image_size=side)
-    meta = {
-        "vocab": {"conditions": list(CONDITIONS), "stages": list(STAGES), "views": list(VIEWS), "zones": list(ZONES)},
-        "input_size": side,
-        "mean": list(model.pretrained_cfg["mean"]),
-        "std": list(model.pretrained_cfg["std"]),
-        "thresholds": {name: 0.5 for name in CONDITIONS},
-        "temperature": {"conditions": 1.0, "stage": 1.0, "view": 1.0},
-    }
+    meta = inference_meta(model, input_size=side)
     save_checkpoint(folder, model, meta)
     return folder
 

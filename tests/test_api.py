@@ -9,8 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
-from models import create_model, save_checkpoint
+from models import create_model, inference_meta, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +17,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(2)
     model = create_model("scalpnet", backbone="tiny", image_size=64)
     folder = tmp_path_factory.mktemp("runs") / "demo"
-    meta = {
-        "vocab": {"conditions": list(CONDITIONS), "stages": list(STAGES), "views": list(VIEWS), "zones": list(ZONES)},
-        "input_size": 64,
-        "mean": list(model.pretrained_cfg["mean"]),
-        "std": list(model.pretrained_cfg["std"]),
-        "thresholds": {name: 0.5 for name in CONDITIONS},
-        "temperature": {"conditions": 1.0, "stage": 1.0, "view": 1.0},
-    }
+    meta = inference_meta(model, input_size=64)
     save_checkpoint(folder, model, meta)
     return folder
 

@@ -228,3 +228,15 @@ class _Exploit:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+def test_inference_meta_takes_normalisation_from_the_model_and_merges_calibration() -> None:
+    from models import inference_meta
+
+    model = create_model("scalpnet", backbone="efficientnet_lite0", image_size=64)
+    meta = inference_meta(model, thresholds={"thinning": 0.3}, temperature={"stage": 1.7}, epoch=4)
+    assert meta["input_size"] == 64
+    assert meta["mean"] == pytest.approx(list(model.pretrained_cfg["mean"]))
+    assert meta["thresholds"] == {"thinning": 0.3, "alopecia_patch": 0.5, "transplant_scar": 0.5}
+    assert meta["temperature"] == {"conditions": 1.0, "stage": 1.7, "view": 1.0}
+    assert meta["vocab"]["zones"][0] == "hairline" and meta["epoch"] == 4

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from data.vocab import CONDITIONS, VIEWS
 from inference import Predictor
 from inference.export import ID_KEY, META_KEY, ExportError, load_onnx
-from models import create_model, save_checkpoint
+from models import create_model, inference_meta, save_checkpoint
 from scripts.commands import export as export_command
 
 SIDE = 64
@@ -26,14 +26,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     torch.manual_seed(1)
     model = create_model("scalpnet", backbone="tiny", image_size=SIDE)
     run = tmp_path_factory.mktemp("run")
-    meta = {
-        "vocab": {"conditions": list(CONDITIONS), "stages": list(STAGES), "views": list(VIEWS), "zones": list(ZONES)},
-        "input_size": SIDE,
-        "mean": list(model.pretrained_cfg["mean"]),
-        "std": list(model.pretrained_cfg["std"]),
-        "thresholds": {"thinning": 0.4, "alopecia_patch": 0.5, "transplant_scar": 0.6},
-        "temperature": {"conditions": 1.3, "stage": 0.9, "view": 1.1},
-    }
+    meta = inference_meta(
+        model,
+        input_size=SIDE,
+        thresholds={"thinning": 0.4, "alopecia_patch": 0.5, "transplant_scar": 0.6},
+        temperature={"conditions": 1.3, "stage": 0.9, "view": 1.1},
+    )
     save_checkpoint(run, model, meta)
     out = run.parent / "onnx" / "model.onnx"
     parser = argparse.ArgumentParser()

@@ -13,22 +13,9 @@ from PIL import Image
 from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
 from inference.decoding import Geometry, decode_outputs, flip_outputs
 from inference.predictor import ROW_FIELDS, Predictor
-from models import CheckpointError, create_model, save_checkpoint
+from models import CheckpointError, create_model, inference_meta, save_checkpoint
 
 SIDE = 64
-
-
-def _meta(model: torch.nn.Module, **overrides: object) -> dict[str, object]:
-    meta: dict[str, object] = {
-        "vocab": {"conditions": list(CONDITIONS), "stages": list(STAGES), "views": list(VIEWS), "zones": list(ZONES)},
-        "input_size": SIDE,
-        "mean": list(model.pretrained_cfg["mean"]),
-        "std": list(model.pretrained_cfg["std"]),
-        "thresholds": {name: 0.5 for name in CONDITIONS},
-        "temperature": {"conditions": 1.0, "stage": 1.0, "view": 1.0},
-    }
-    meta.update(overrides)
-    return meta
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +23,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = create_model("scalpnet", backbone="tiny", image_size=SIDE)
     folder = tmp_path_factory.mktemp("run")
-    save_checkpoint(folder, model, _meta(model))
+    save_checkpoint(folder, model, inference_meta(model, input_size=SIDE))
     return folder
 
 
@@ -198,7 +185,7 @@ def test_missing_model_and_wrong_vocabulary(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="model not found"):
         Predictor.load(tmp_path / "nope")
     model = create_model("scalpnet", backbone="tiny", image_size=SIDE)
-    meta = _meta(model)
+    meta = inference_meta(model, input_size=SIDE)
     meta["vocab"] = {**meta["vocab"], "zones": ["crown", "hairline"]}  # type: ignore[dict-item]
     save_checkpoint(tmp_path / "odd", model, meta)
     with pytest.raises(ValueError, match="vocabulary zones"):

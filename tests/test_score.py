@@ -6,7 +6,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from data.vocab import CONDITIONS
 from inference.score import (
     CSV_COLUMNS,
     InputError,
@@ -29,7 +28,7 @@ from inference.score import (
     shard_from_env,
     subject_from_name,
 )
-from models import create_model, save_checkpoint
+from models import create_model, inference_meta, save_checkpoint
 from scripts.commands import score as score_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,14 +40,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = create_model("scalpnet", backbone="tiny", image_size=SIDE)
     folder = tmp_path_factory.mktemp("run")
-    meta = {
-        "vocab": {"conditions": list(CONDITIONS), "stages": list(STAGES), "views": list(VIEWS), "zones": list(ZONES)},
-        "input_size": SIDE,
-        "mean": list(model.pretrained_cfg["mean"]),
-        "std": list(model.pretrained_cfg["std"]),
-        "thresholds": {name: 0.5 for name in CONDITIONS},
-        "temperature": {"conditions": 1.0, "stage": 1.0, "view": 1.0},
-    }
+    meta = inference_meta(model, input_size=SIDE)
     save_checkpoint(folder, model, meta)
     return folder
 
