@@ -30,7 +30,13 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_SIDE",
     "HEIF_SUPPORTED",
+    "IMAGE_EXTENSIONS",
 ]
+
+#: File name endings taken as photos when folders are searched (case-insensitive).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif", ".avif"}
+)
 
 #: Pictures with more pixels than this are refused as decompression bombs (a 108 MP phone
 #: camera is about 1.1e8 pixels).

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from data.decode import IMAGE_EXTENSIONS
 from data.vocab import CONDITIONS, VIEWS, ZONES
 from inference.decoding import decode_outputs, mask_images
 
@@ -69,10 +70,6 @@ __all__ = [
     "run_score",
 ]
 
-#: File name extensions searched for in folders (case-insensitive).
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif", ".avif"}
-)
 
 #: Output formats: one JSON object per line, or a flat CSV (see :data:`CSV_COLUMNS`).
 FORMATS: tuple[str, ...] = ("jsonl", "csv")

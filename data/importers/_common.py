@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from data.decode import IMAGE_EXTENSIONS
 from data.manifest import ManifestRow
 from data.vocab import CONDITIONS, STAGES, ZONES, parse_view
 
@@ -28,10 +29,6 @@ __all__ = [
     "DEFAULT_SUBJECT_PATTERN",
 ]
 
-#: File name endings importers take as photos (case-insensitive).
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif", ".avif"}
-)
 
 #: Default subject id: the file name's leading number ("17-Left.jpg" -> "17").
 DEFAULT_SUBJECT_PATTERN = r"^(\d+)"
