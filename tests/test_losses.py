@@ -1,0 +1,190 @@
+"""Losses: unknown labels give no loss and no gradient; the ordinal loss knows distances."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data.vocab import CONDITIONS, VIEWS, ZONES
+from training.losses import (
+    MultiTaskLoss,
+    compute_pos_weight,
+    condition_loss,
+    mask_loss,
+    ordinal_stage_loss,
+    ordinal_targets,
+    view_loss,
+)
+
+
+def _outputs(batch: int = 4, size: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "conditions": torch.randn(batch, len(CONDITIONS), generator=g).requires_grad_(),
+        "stage": torch.randn(batch, 6, generator=g).requires_grad_(),
+        "view": torch.randn(batch, len(VIEWS), generator=g).requires_grad_(),
+        "zones": torch.randn(batch, len(ZONES), size // 4, size // 4, generator=g).requires_grad_(),
+        "loss": torch.randn(batch, len(CONDITIONS), size // 4, size // 4, generator=g).requires_grad_(),
+    }
+
+
+def _batch(batch: int = 4, size: int = 16, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "conditions": (torch.rand(batch, len(CONDITIONS), generator=g) > 0.5).float(),
+        "conditions_known": torch.tensor([[True, False, True], [False, False, False],
+                                          [True, True, True], [False, True, False]][:batch]),
+        "stage": torch.tensor([3, -1, 0, 6][:batch]),
+        "view": torch.tensor([0, 1, -1, 3][:batch]),
+        "zones": (torch.rand(batch, len(ZONES), size, size, generator=g) > 0.5).float(),
+        "zones_known": torch.tensor([True, False, True, False][:batch]),
+        "loss": (torch.rand(batch, len(CONDITIONS), size, size, generator=g) > 0.5).float(),
+        "loss_known": torch.tensor([False, True, False, False][:batch]),
+    }
+
+
+def test_condition_loss_gives_zero_gradient_to_unknown_entries() -> None:
+    out, batch = _outputs(), _batch()
+    loss = condition_loss(out["conditions"], batch["conditions"], batch["conditions_known"])
+    loss.backward()
+    grad = out["conditions"].grad
+    assert torch.all(grad[~batch["conditions_known"]] == 0)
+    assert torch.all(grad[batch["conditions_known"]] != 0)
+
+
+def test_condition_loss_is_the_mean_over_known_entries_only() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5], [100.0, 3.0, -4.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    known = torch.tensor([[True, True, False], [False, True, False]])
+    expected = np.mean([
+        F.binary_cross_entropy_with_logits(torch.tensor(2.0), torch.tensor(1.0)).item(),
+        F.binary_cross_entropy_with_logits(torch.tensor(-1.0), torch.tensor(0.0)).item(),
+        F.binary_cross_entropy_with_logits(torch.tensor(3.0), torch.tensor(1.0)).item(),
+    ])
+    assert condition_loss(logits, targets, known).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_unknown_entry_holding_nan_does_not_poison_the_loss() -> None:
+    logits = torch.tensor([[float("nan"), 1.0, 0.0]], requires_grad=True)
+    loss = condition_loss(logits, torch.ones(1, 3), torch.tensor([[False, True, True]]))
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert logits.grad[0, 0] == 0
+
+
+def test_every_label_unknown_gives_zero_loss_and_zero_gradient() -> None:
+    out = _outputs()
+    batch = _batch()
+    batch["conditions_known"][:] = False
+    batch["stage"][:] = -1
+    batch["view"][:] = -1
+    batch["zones_known"][:] = False
+    batch["loss_known"][:] = False
+    total, parts = MultiTaskLoss()(out, batch)
+    total.backward()
+    assert total.item() == 0.0
+    assert all(v == 0.0 for v in parts.values())
+    for tensor in out.values():
+        assert tensor.grad is None or torch.all(tensor.grad == 0)
+
+
+def test_multitask_gradients_skip_unknown_photos_in_every_head() -> None:
+    out, batch = _outputs(), _batch()
+    total, _ = MultiTaskLoss()(out, batch)
+    total.backward()
+    assert torch.all(out["stage"].grad[batch["stage"] < 0] == 0)
+    assert torch.all(out["stage"].grad[batch["stage"] >= 0].abs().sum(1) > 0)
+    assert torch.all(out["view"].grad[batch["view"] < 0] == 0)
+    assert torch.all(out["zones"].grad[~batch["zones_known"]] == 0)
+    assert torch.all(out["zones"].grad[batch["zones_known"]].abs().sum() > 0)
+    assert torch.all(out["loss"].grad[~batch["loss_known"]] == 0)
+
+
+def test_ordinal_targets_are_cumulative() -> None:
+    targets = ordinal_targets(torch.tensor([0, 3, 6]), 6)
+    assert targets.tolist() == [[0] * 6, [1, 1, 1, 0, 0, 0], [1] * 6]
+
+
+@pytest.mark.parametrize("true", [1, 2, 3, 4])
+def test_ordinal_loss_grows_with_distance_between_stages(true: int) -> None:
+    """A confident prediction of stage index p costs more the farther p is from the truth."""
+
+    def confident(index: int) -> torch.Tensor:
+        return torch.where(torch.arange(6) < index, 8.0, -8.0).unsqueeze(0)
+
+    stage = torch.tensor([true])
+    losses = [ordinal_stage_loss(confident(p), stage).item() for p in range(7)]
+    for p in range(7):
+        for q in range(7):
+            if abs(p - true) < abs(q - true):
+                assert losses[p] < losses[q], (p, q, losses)
+    # "3 is closer to 4 than to 7" in Norwood terms (indices 2, 3, 6).
+    four = torch.tensor([3])
+    assert ordinal_stage_loss(confident(2), four) < ordinal_stage_loss(confident(6), four)
+
+
+def test_stage_view_weights_weigh_front_over_back() -> None:
+    stage_logits = torch.zeros(2, 6, requires_grad=True)
+    batch_stage = torch.tensor([3, 3])
+    loss_fn = MultiTaskLoss(stage_view_weights={"front": 3.0, "back": 1.0})
+    weights = loss_fn.stage_weights(torch.tensor([VIEWS.index("front"), VIEWS.index("back")]))
+    assert weights.tolist() == [3.0, 1.0]
+    ordinal_stage_loss(stage_logits, batch_stage, weights).backward()
+    front, back = stage_logits.grad.abs().sum(1)
+    assert front.item() == pytest.approx(3 * back.item())
+    # Unknown view weighs 1.
+    assert loss_fn.stage_weights(torch.tensor([-1])).tolist() == [1.0]
+
+
+def test_view_loss_ignores_unknown_and_matches_cross_entropy() -> None:
+    logits = torch.randn(3, len(VIEWS), generator=torch.Generator().manual_seed(3))
+    view = torch.tensor([1, -1, 4])
+    expected = F.cross_entropy(logits[[0, 2]], view[[0, 2]])
+    assert view_loss(logits, view).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert view_loss(logits, torch.full((3,), -1)).item() == 0.0
+
+
+def test_mask_loss_is_low_for_a_perfect_mask_and_resizes_targets() -> None:
+    target = torch.zeros(1, 1, 16, 16)
+    target[..., :8, :] = 1
+    good = (target[..., ::4, ::4] * 2 - 1) * 20  # logits at 1/4 resolution
+    bad = -good
+    known = torch.tensor([True])
+    assert mask_loss(good, target, known).item() < 0.01
+    assert mask_loss(bad, target, known).item() > 1.0
+
+
+def test_pos_weight_from_training_frequencies() -> None:
+    targets = np.array([[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0]])
+    known = np.array([[1, 1, 0], [1, 1, 0], [1, 1, 0], [1, 0, 0], [0, 1, 0]], dtype=bool)
+    weight = compute_pos_weight(targets, known, max_weight=20)
+    # thinning: known rows 0-3 -> 1 positive, 3 negatives; alopecia: 1 pos of 4; scar: none known.
+    assert weight.tolist() == pytest.approx([3.0, 3.0, 1.0])
+    capped = compute_pos_weight(np.array([[1]] + [[0]] * 99), np.ones((100, 1), bool), max_weight=5)
+    assert capped.item() == 5.0
+
+
+def test_pos_weight_raises_the_loss_of_missed_positives() -> None:
+    logits = torch.full((1, 3), -2.0)
+    targets = torch.ones(1, 3)
+    known = torch.ones(1, 3, dtype=torch.bool)
+    plain = condition_loss(logits, targets, known)
+    weighted = condition_loss(logits, targets, known, torch.tensor([4.0, 4.0, 4.0]))
+    assert weighted.item() == pytest.approx(4 * plain.item(), rel=1e-6)
+
+
+def test_head_weights_and_unknown_head_name() -> None:
+    out, batch = _outputs(), _batch()
+    _, parts = MultiTaskLoss()(out, batch)
+    total, parts_off = MultiTaskLoss(weights={"zones": 0.0, "loss": 0.0, "view": 2.0})(out, batch)
+    assert "zones" not in parts_off and "loss" not in parts_off
+    expected = parts["conditions"] + parts["stage"] + 2 * parts["view"]
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown loss head"):
+        MultiTaskLoss(weights={"stages": 1.0})
+    with pytest.raises(ValueError, match="unknown view"):
+        MultiTaskLoss(stage_view_weights={"side": 1.0})

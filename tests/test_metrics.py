@@ -1,0 +1,171 @@
+"""Metrics against values worked out by hand, with unknown labels left out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data.vocab import CONDITIONS, VIEWS, ZONES
+from training.metrics import (
+    Predictions,
+    binary_ece,
+    compute_metrics,
+    condition_metrics,
+    expected_calibration_error,
+    format_metrics,
+    mask_counts,
+    mask_metrics,
+    metrics_by,
+    ordinal_predict,
+    ordinal_probabilities,
+    person_stage,
+    stage_metrics,
+    view_metrics,
+)
+
+
+def _stage_logits(indices: list[int], margin: float = 4.0) -> np.ndarray:
+    """Ordinal logits that pass exactly ``index`` thresholds."""
+    return np.array([[margin if k < i else -margin for k in range(6)] for i in indices])
+
+
+def test_ordinal_predict_counts_thresholds_and_probabilities_sum_to_one() -> None:
+    logits = np.array([[3.0, 1.0, -1.0, -2.0, -3.0, -4.0], [5.0] * 6, [-5.0] * 6])
+    assert ordinal_predict(logits).tolist() == [2, 6, 0]
+    probs = ordinal_probabilities(logits)
+    assert probs.shape == (3, 7)
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    assert (probs >= 0).all()
+    # Non-monotone cumulative logits still give a valid distribution.
+    odd = ordinal_probabilities(np.array([[-1.0, 2.0, -3.0, 0.0, 0.0, 0.0]]))
+    assert (odd >= 0).all() and odd.sum() == pytest.approx(1.0)
+
+
+def test_stage_accuracy_mae_and_quadratic_kappa_by_hand() -> None:
+    true = np.array([0, 1, 2, 3, -1])
+    pred = np.array([0, 2, 2, 1, 6])
+    m = stage_metrics(pred, true)
+    assert m["n"] == 4
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["mae"] == pytest.approx((0 + 1 + 0 + 2) / 4)
+    # QWK by hand over labels 0..6 (only 0..3 occur): 1 - sum(w*O) / sum(w*E).
+    t, p = true[:4], pred[:4]
+    n = 7
+    observed = np.zeros((n, n))
+    for a, b in zip(t, p):
+        observed[a, b] += 1
+    expected = np.outer(observed.sum(1), observed.sum(0)) / observed.sum()
+    weights = np.array([[(i - j) ** 2 for j in range(n)] for i in range(n)]) / (n - 1) ** 2
+    qwk = 1 - (weights * observed).sum() / (weights * expected).sum()
+    assert m["qwk"] == pytest.approx(qwk)
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    confidence = np.array([0.95, 0.95, 0.95, 0.95, 0.55, 0.55])
+    correct = np.array([1, 1, 1, 0, 1, 0])
+    # Bin of 0.95: acc 0.75 (gap 0.2, 4 photos); bin of 0.55: acc 0.5 (gap 0.05, 2 photos).
+    assert expected_calibration_error(confidence, correct) == pytest.approx((0.2 * 4 + 0.05 * 2) / 6)
+    assert expected_calibration_error(np.array([]), np.array([])) is None
+    # Binary: p=0.8 for 5 photos of which 4 positive is perfectly calibrated.
+    assert binary_ece(np.full(5, 0.8), np.array([1, 1, 1, 1, 0])) == pytest.approx(0.0)
+
+
+def test_condition_metrics_skip_unknown_labels() -> None:
+    probs = np.array([[0.9, 0.2, 0.1], [0.8, 0.7, 0.1], [0.3, 0.6, 0.1], [0.1, 0.1, 0.1]])
+    targets = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
+    known = np.array([[1, 1, 1], [1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=bool)
+    m = condition_metrics(probs, targets, known, thresholds={"thinning": 0.5, "alopecia_patch": 0.5})
+    thin = m["per_condition"]["thinning"]
+    assert thin["ap"] == pytest.approx(1.0) and thin["auroc"] == pytest.approx(1.0)
+    assert thin["f1"] == pytest.approx(1.0)
+    patch = m["per_condition"]["alopecia_patch"]
+    assert patch["n"] == 3 and patch["positives"] == 1  # row 2 unknown
+    assert patch["auroc"] == pytest.approx(1.0)
+    scar = m["per_condition"]["transplant_scar"]
+    assert scar["ap"] is None and scar["auroc"] is None and scar["f1"] is None
+    assert m["macro_auroc"] == pytest.approx(1.0)  # mean over conditions that have it
+    lower = condition_metrics(probs, targets, known, thresholds={"thinning": 0.25})
+    # At 0.25 photo 2 (p=0.3, negative) turns positive: precision 2/3, recall 1, F1 0.8.
+    assert lower["per_condition"]["thinning"]["f1"] == pytest.approx(0.8)
+
+
+def test_view_metrics_and_unknown_views() -> None:
+    logits = np.eye(len(VIEWS))[[0, 1, 2, 2]] * 5
+    m = view_metrics(logits, np.array([0, 1, 3, -1]))
+    assert m["n"] == 3
+    assert m["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_zone_iou_and_dice_pooled_over_known_masks() -> None:
+    pred = np.zeros((2, 2, 4, 4), bool)
+    true = np.zeros((2, 2, 4, 4), bool)
+    pred[0, 0, :2] = True  # 8 px
+    true[0, 0, :1] = True  # 4 px, all inside pred
+    pred[1, 0] = True  # second photo's mask is unknown: must not count
+    counts = mask_counts(pred, true)
+    assert counts[0, 0].tolist() == [4, 8, 4]
+    m = mask_metrics(counts, np.array([True, False]), ["a", "b"])
+    assert m["per_class"]["a"]["iou"] == pytest.approx(4 / 8)
+    assert m["per_class"]["a"]["dice"] == pytest.approx(2 * 4 / 12)
+    assert m["per_class"]["b"]["iou"] is None  # neither present nor predicted
+    assert m["mean_iou"] == pytest.approx(0.5)
+
+
+def test_person_stage_combines_views_with_weights() -> None:
+    # Person A: front says index 3 strongly, back says 0; front weighs more -> 3.
+    logits = _stage_logits([3, 0, 1, 1])
+    views = np.array([VIEWS.index("front"), VIEWS.index("back"), VIEWS.index("top"), -1])
+    m = person_stage(logits, np.array([3, 3, 1, -1]), ["A", "A", "B", "B"], views,
+                     view_weights={"front": 4.0, "back": 0.25})
+    assert m["n"] == 2
+    assert m["persons"]["A"] == {"true": 4, "pred": 4}
+    assert m["persons"]["B"] == {"true": 2, "pred": 2}
+    assert m["accuracy"] == 1.0
+    equal = person_stage(logits, np.array([3, 3, 1, -1]), ["A", "A", "B", "B"], views)
+    # With equal weights A's average passes thresholds 0..2 only halfway: stage drops.
+    assert equal["persons"]["A"]["pred"] < 4
+
+
+def _predictions(n: int = 6) -> Predictions:
+    rng = np.random.default_rng(0)
+    stage = np.array([0, 1, 2, 3, 4, -1])[:n]
+    return Predictions(
+        condition_logits=rng.normal(size=(n, len(CONDITIONS))),
+        condition_targets=(rng.random((n, len(CONDITIONS))) > 0.5).astype(float),
+        condition_known=np.ones((n, len(CONDITIONS)), bool),
+        stage_logits=_stage_logits([max(s, 0) for s in stage]),
+        stage=stage,
+        view_logits=np.eye(len(VIEWS))[np.arange(n) % len(VIEWS)] * 3,
+        view=np.arange(n) % len(VIEWS),
+        zone_counts=np.tile(np.array([[4, 4, 4]]), (n, len(ZONES), 1)),
+        zones_known=np.ones(n, bool),
+        loss_counts=np.zeros((n, len(CONDITIONS), 3)),
+        loss_known=np.zeros(n, bool),
+        index=np.arange(n),
+        subjects=["a", "a", "b", "b", "c", "c"][:n],
+    )
+
+
+def test_compute_metrics_and_breakdown_by_a_column() -> None:
+    preds = _predictions()
+    m = compute_metrics(preds)
+    assert m["stage"]["accuracy"] == 1.0 and m["stage"]["n"] == 5
+    assert m["view"]["accuracy"] == 1.0
+    assert m["zones"]["mean_iou"] == 1.0
+    assert m["loss_map"]["n"] == 0 and m["loss_map"]["mean_iou"] is None
+    assert m["stage_person"]["n"] == 3
+    by = metrics_by(preds, "skin_tone", ["I", "I", "VI", "VI", "VI", ""])
+    assert set(by) == {"I", "VI", "(empty)"}
+    assert by["I"]["n"] == 2 and by["VI"]["n"] == 3
+    with pytest.raises(ValueError, match="skin_tone"):
+        metrics_by(preds, "skin_tone", ["I"])
+    text = format_metrics(m, breakdowns={"skin_tone": by})
+    assert "per person" in text and "by skin_tone" in text and "VI" in text
+
+
+def test_subset_keeps_rows_aligned() -> None:
+    preds = _predictions()
+    sub = preds.subset(np.array([False, True, False, True, False, False]))
+    assert sub.index.tolist() == [1, 3]
+    assert sub.subjects == ["a", "b"]
+    assert sub.stage.tolist() == [1, 3]

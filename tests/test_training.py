@@ -1,0 +1,267 @@
+"""The training pipeline end to end on tiny hand-made photos (tiny backbone, 64 px).
+
+Covers the config (file, overrides, errors), exact resume after an interruption, early
+stopping, and a train -> evaluate round trip whose run folder holds no pickle.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from data.vocab import MANIFEST_COLUMNS, VIEWS
+from training.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+)
+from training.loop import LOG_FILE, RESUME_FILE, evaluate_run, fit, lr_factor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_photos(folder: Path, *, subjects: int = 4, views: int = 3, size: int = 64,
+                seed: int = 0) -> Path:
+    """Write a small labelled data set (photos, zone/loss masks, manifest); return the manifest.
+
+    Labels are partly unknown on purpose; the photos carry the stage and view in their
+    colours so that a network can learn something.
+    """
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for s in range(subjects):
+        stage = 1 + (s * 3) % 7
+        for v, view in enumerate(VIEWS[:views]):
+            image = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+            image[..., 0] += np.uint8(25 * stage)
+            image[..., 1] += np.uint8(40 * v)
+            name = f"s{s}_{view}.png"
+            Image.fromarray(image).save(folder / name)
+            zones = np.zeros((size, size), np.uint8)
+            zones[: size // 2] = 1
+            zones[size // 2:, : size // 2] |= 2
+            loss = np.zeros((size, size), np.uint8)
+            loss[: size // 4] = 1
+            Image.fromarray(zones, "L").save(folder / f"zone_{name}")
+            Image.fromarray(loss, "L").save(folder / f"loss_{name}")
+            records.append([
+                name, f"P{s}", view,
+                "" if (s + v) % 4 == 0 else str(int(stage > 3)), str(int(v == 1)), "0",
+                "" if s == subjects - 1 and v == 0 else str(stage),
+                f"zone_{name}" if v != 2 else "", f"loss_{name}",
+                ("I", "VI")[s % 2],
+            ])
+    manifest = folder / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*MANIFEST_COLUMNS, "skin_tone"])
+        writer.writerows(records)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("photos")
+    return {"train": make_photos(root / "train", subjects=4, seed=0),
+            "val": make_photos(root / "val", subjects=2, seed=1)}
+
+
+def _config(photos: dict[str, Path], out: Path, **values) -> TrainConfig:
+    base = dict(data=str(photos["train"]), val=str(photos["val"]), out=str(out),
+                backbone="tiny", image_size=64, batch_size=4, epochs=2, progress=False,
+                seed=3, warmup_epochs=0.5, threads=1)
+    base.update(values)
+    return load_config(None, **base)
+
+
+# --- config ------------------------------------------------------------------------------
+
+
+def test_default_yaml_matches_the_dataclass_defaults() -> None:
+    assert config_to_dict(load_config(DEFAULT_CONFIG_PATH)) == config_to_dict(TrainConfig())
+
+
+def test_file_then_overrides_with_types(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text("epochs: 7\nlr: 0.01\nloss_weights:\n  zones: 0\n")
+    cfg = load_config(path, overrides=["lr=3e-4", "stage_view_weights.front=5",
+                                       "pretrained=true", "backbone=tiny"])
+    assert cfg.epochs == 7 and cfg.lr == pytest.approx(3e-4)
+    assert cfg.loss_weights["zones"] == 0.0 and cfg.loss_weights["stage"] == 1.0
+    assert cfg.stage_view_weights["front"] == 5.0 and cfg.stage_view_weights["back"] == 0.5
+    assert cfg.pretrained is True and cfg.backbone == "tiny"
+    assert apply_overrides(cfg, ["epochs=3"]).epochs == 3
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epoch=3", "unknown config key 'epoch'"),
+    ("epochs=three", "epochs: expected an integer"),
+    ("epochs=2.5", "epochs: expected an integer"),
+    ("lr=fast", "lr: expected a number"),
+    ("pretrained=maybe", "pretrained: expected true or false"),
+    ("loss_weights.stages=2", "loss_weights.stages: unknown head"),
+    ("stage_view_weights.side=1", "stage_view_weights.side: unknown view"),
+    ("lr.x=1", "'lr' is a float, it has no sub-keys"),
+    ("image_size=100", "image_size=100: must be a multiple of 32"),
+    ("batch_size=0", "batch_size=0: must be >= 1"),
+    ("epochs", "expected key=value"),
+])
+def test_override_errors_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, overrides=[override])
+
+
+def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: epochs: expected an integer"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    factors = [lr_factor(s, warmup_steps=4, total_steps=20, min_lr_ratio=0.1) for s in range(21)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:]))
+    assert factors[20] == pytest.approx(0.1)
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
+        photos: dict[str, Path], tmp_path: Path) -> None:
+    straight = fit(_config(photos, tmp_path / "straight"), log=lambda _: None)
+
+    def interrupt_after_first_epoch(message: str) -> None:
+        if message.startswith("epoch 1/2"):
+            raise KeyboardInterrupt
+
+    broken = tmp_path / "broken"
+    with pytest.raises(KeyboardInterrupt):
+        fit(_config(photos, broken), log=interrupt_after_first_epoch)
+    assert (broken / RESUME_FILE).is_file() and not (broken / "last.json").read_text() == ""
+    assert json.loads((broken / "last.json").read_text())["epoch"] == 1
+    # Scramble the global RNG: the resume must restore it from the file.
+    torch.manual_seed(12345)
+    np.random.seed(999)
+    messages: list[str] = []
+    fit(_config(photos, broken), resume=True, log=messages.append)
+    assert any(m.startswith("resuming") for m in messages)
+
+    a, b = _tensors(straight / "last.safetensors"), _tensors(broken / "last.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    a, b = _tensors(straight / "model.safetensors"), _tensors(broken / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with (broken / LOG_FILE).open() as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+
+
+def test_same_seed_gives_the_same_cpu_run(photos: dict[str, Path], tmp_path: Path) -> None:
+    one = fit(_config(photos, tmp_path / "one", epochs=1, calibrate=False), log=lambda _: None)
+    two = fit(_config(photos, tmp_path / "two", epochs=1, calibrate=False), log=lambda _: None)
+    a, b = (_tensors(p / "last.safetensors") for p in (one, two))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The resume state holds the same (last) weights.
+    state = _tensors(one / RESUME_FILE)
+    assert all(torch.equal(a[k], state[f"model.{k}"]) for k in a)
+
+
+def test_early_stopping_stops_when_the_monitor_stalls(photos: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    # lr = 0 never changes the weights, so val_loss never improves after the first epoch.
+    messages: list[str] = []
+    run = fit(_config(photos, tmp_path / "stop", epochs=10, lr=0.0, patience=2,
+                      calibrate=False), log=messages.append)
+    with (run / LOG_FILE).open() as handle:
+        epochs = [row["epoch"] for row in csv.DictReader(handle)]
+    assert epochs == ["1", "2", "3"]
+    assert any("early stopping" in m for m in messages)
+    assert json.loads((run / "model.json").read_text())["epoch"] == 1
+
+
+def test_train_then_evaluate_round_trip_leaves_no_pickle(photos: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "train", "--data", str(photos["train"]),
+         "--val", str(photos["val"]), "--out", str(run), "--backbone", "tiny",
+         "--image-size", "64", "--epochs", "2", "--batch-size", "4", "--no-progress",
+         "--set", "loss_weights.view=2", "--set", "seed=5", "--set", "threads=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    names = {p.name for p in run.rglob("*")}
+    assert {"model.safetensors", "model.json", "last.safetensors", "last.json", RESUME_FILE,
+            "config.yaml", LOG_FILE, "learning_curves.png"} <= names
+    assert not [p for p in run.rglob("*") if p.suffix in (".pt", ".pth", ".pkl", ".pickle")]
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["config"]["loss_weights"]["view"] == 2.0 and meta["config"]["seed"] == 5
+    assert meta["input_size"] == 64 and len(meta["data_fingerprint"]) > 64
+    assert set(meta["thresholds"]) == {"thinning", "alopecia_patch", "transplant_scar"}
+    assert set(meta["temperature"]) == {"conditions", "stage", "view"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run), "--data",
+         str(photos["val"]), "--by", "skin_tone", "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "per person" in result.stdout and "by skin_tone" in result.stdout
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["metrics"]["n"] == 6
+    assert set(metrics["by"]) == {"view", "skin_tone"}
+    assert set(metrics["by"]["skin_tone"]) == {"I", "VI"}
+    for png in ("precision_recall.png", "stage_confusion.png", "reliability.png"):
+        assert (run / "eval" / png).stat().st_size > 1000
+
+
+def test_evaluate_refuses_an_unknown_column(photos: dict[str, Path], tmp_path: Path) -> None:
+    from training.loop import TrainingError
+
+    run = fit(_config(photos, tmp_path / "r", epochs=1, calibrate=False), log=lambda _: None)
+    with pytest.raises(TrainingError, match="no such column.*skin_tone"):
+        evaluate_run(run, photos["val"], by=["hair_length"])
+
+
+def test_cli_reports_bad_arguments_with_exit_code_2(photos: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "train", "--data", str(photos["train"]),
+         "--out", str(tmp_path / "x"), "--set", "lr=fast"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "lr: expected a number" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "train", "--out", str(tmp_path / "nothing"),
+         "--resume"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "config.yaml not found" in result.stderr
+
+
+def test_an_unknown_monitor_is_refused_with_the_logged_names(photos: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    from training.loop import TrainingError
+
+    with pytest.raises(TrainingError, match="monitor='stage_kappa'.*val_stage_qwk"):
+        fit(_config(photos, tmp_path / "m", epochs=1, monitor="stage_kappa"), log=lambda _: None)

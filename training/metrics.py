@@ -1,0 +1,444 @@
+"""Honest evaluation: every head's metrics, per person, and broken down by any column.
+
+All functions here work on numpy arrays gathered over a data set (`Predictions`), so a
+new metric is a few lines and needs no model. Metrics come from scikit-learn where it has
+them (AP, AUROC, F1, quadratic weighted kappa). Entries whose label is unknown are left
+out of every metric; a metric that cannot be computed (say AUROC with one class) is None.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    cohen_kappa_score,
+    f1_score,
+    roc_auc_score,
+)
+
+from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+
+__all__ = [
+    "Predictions",
+    "sigmoid",
+    "softmax",
+    "ordinal_cumulative",
+    "ordinal_probabilities",
+    "ordinal_predict",
+    "reliability_bins",
+    "expected_calibration_error",
+    "binary_ece",
+    "condition_metrics",
+    "stage_metrics",
+    "person_stage",
+    "view_metrics",
+    "mask_counts",
+    "mask_metrics",
+    "compute_metrics",
+    "metrics_by",
+    "format_metrics",
+]
+
+_N_BINS = 15
+
+
+@dataclass
+class Predictions:
+    """Raw outputs and labels of every photo of a data set, in row order.
+
+    Attributes:
+        condition_logits: [N, C] condition logits.
+        condition_targets: [N, C] 0/1 labels (0 where unknown).
+        condition_known: [N, C] bool.
+        stage_logits: [N, K] ordinal logits.
+        stage: [N] class index, -1 unknown.
+        view_logits: [N, V] view logits.
+        view: [N] view index, -1 unknown.
+        zone_counts: [N, Z, 3] per photo and zone: (intersection, predicted, true) pixels.
+        zones_known: [N] bool.
+        loss_counts: [N, C, 3] the same for the loss map.
+        loss_known: [N] bool.
+        index: [N] manifest row index of each photo.
+        subjects: subject id per photo ("" when not given).
+    """
+
+    condition_logits: np.ndarray
+    condition_targets: np.ndarray
+    condition_known: np.ndarray
+    stage_logits: np.ndarray
+    stage: np.ndarray
+    view_logits: np.ndarray
+    view: np.ndarray
+    zone_counts: np.ndarray
+    zones_known: np.ndarray
+    loss_counts: np.ndarray
+    loss_known: np.ndarray
+    index: np.ndarray
+    subjects: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.stage)
+
+    def subset(self, mask: np.ndarray) -> Predictions:
+        """The photos where ``mask`` is True."""
+        mask = np.asarray(mask, dtype=bool)
+        subjects = [s for s, m in zip(self.subjects, mask) if m] if self.subjects else []
+        arrays = {
+            name: getattr(self, name)[mask]
+            for name in self.__dataclass_fields__
+            if name != "subjects"
+        }
+        return Predictions(**arrays, subjects=subjects)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis``."""
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def ordinal_cumulative(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``P(index > k)`` per threshold, made non-increasing in k (a valid distribution)."""
+    cum = sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
+    return np.minimum.accumulate(cum, axis=-1)
+
+
+def ordinal_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities [N, K+1] from ordinal logits [N, K]."""
+    cum = ordinal_cumulative(logits, temperature)
+    ones = np.ones(cum.shape[:-1] + (1,))
+    zeros = np.zeros(cum.shape[:-1] + (1,))
+    upper = np.concatenate([ones, cum], axis=-1)
+    lower = np.concatenate([cum, zeros], axis=-1)
+    return np.clip(upper - lower, 0.0, 1.0)
+
+
+def ordinal_predict(logits: np.ndarray) -> np.ndarray:
+    """Class index = number of thresholds passed (``sigmoid > 0.5``); never jumps order."""
+    return (np.asarray(logits) > 0).sum(axis=-1)
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray,
+                     n_bins: int = _N_BINS) -> dict[str, np.ndarray]:
+    """Equal-width confidence bins: mean confidence, accuracy and count per bin."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins).astype(np.float64)
+    conf_sum = np.bincount(which, weights=confidence, minlength=n_bins)
+    acc_sum = np.bincount(which, weights=correct, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "edges": edges,
+            "confidence": np.where(count > 0, conf_sum / count, np.nan),
+            "accuracy": np.where(count > 0, acc_sum / count, np.nan),
+            "count": count,
+        }
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
+                               n_bins: int = _N_BINS) -> float | None:
+    """ECE: count-weighted mean |accuracy - confidence| over equal-width bins."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    if confidence.size == 0:
+        return None
+    bins = reliability_bins(confidence, correct, n_bins)
+    used = bins["count"] > 0
+    gap = np.abs(bins["accuracy"][used] - bins["confidence"][used])
+    return float((gap * bins["count"][used]).sum() / bins["count"].sum())
+
+
+def binary_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = _N_BINS) -> float | None:
+    """ECE of binary decisions at 0.5 (confidence = max(p, 1 - p))."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    confidence = np.maximum(probs, 1.0 - probs)
+    correct = (probs >= 0.5) == (labels > 0.5)
+    return expected_calibration_error(confidence, correct, n_bins)
+
+
+def _safe(fn, *args, **kwargs) -> float | None:
+    """A scikit-learn metric, or None where it is undefined (one class, no pairs)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = float(fn(*args, **kwargs))
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def condition_metrics(probs: np.ndarray, targets: np.ndarray, known: np.ndarray,
+                      thresholds: Mapping[str, float] | None = None) -> dict:
+    """AP, AUROC and F1 per condition over known labels, their macro means and ECE.
+
+    Args:
+        probs: [N, C] probabilities.
+        targets: [N, C] 0/1.
+        known: [N, C] bool.
+        thresholds: condition -> decision threshold for F1 (default 0.5).
+    """
+    thresholds = dict(thresholds or {})
+    per: dict[str, dict] = {}
+    for c, name in enumerate(CONDITIONS):
+        k = np.asarray(known[:, c], dtype=bool)
+        y, p = targets[k, c].astype(int), probs[k, c]
+        both = len(np.unique(y)) == 2
+        threshold = float(thresholds.get(name, 0.5))
+        per[name] = {
+            "n": int(k.sum()),
+            "positives": int(y.sum()),
+            "ap": _safe(average_precision_score, y, p) if both else None,
+            "auroc": _safe(roc_auc_score, y, p) if both else None,
+            "f1": float(f1_score(y, p >= threshold, zero_division=0)) if y.sum() > 0 else None,
+            "threshold": threshold,
+        }
+    flat_known = np.asarray(known, dtype=bool)
+    return {
+        "per_condition": per,
+        "macro_ap": _mean([m["ap"] for m in per.values()]),
+        "macro_auroc": _mean([m["auroc"] for m in per.values()]),
+        "macro_f1": _mean([m["f1"] for m in per.values()]),
+        "ece": binary_ece(probs[flat_known], targets[flat_known]),
+    }
+
+
+def stage_metrics(pred: np.ndarray, true: np.ndarray, probs: np.ndarray | None = None) -> dict:
+    """Accuracy, MAE (in stages), quadratic weighted kappa and ECE of stage predictions.
+
+    Args:
+        pred: [N] predicted class index.
+        true: [N] true class index, -1 unknown (left out).
+        probs: [N, K+1] class probabilities for ECE, or None.
+    """
+    true = np.asarray(true)
+    known = true >= 0
+    pred, true = np.asarray(pred)[known], true[known]
+    if len(true) == 0:
+        return {"n": 0, "accuracy": None, "mae": None, "qwk": None, "ece": None}
+    labels = list(range(len(STAGES)))
+    ece = None
+    if probs is not None:
+        probs = np.asarray(probs)[known]
+        confidence = probs[np.arange(len(pred)), pred]
+        ece = expected_calibration_error(confidence, pred == true)
+    return {
+        "n": int(len(true)),
+        "accuracy": float((pred == true).mean()),
+        "mae": float(np.abs(pred - true).mean()),
+        "qwk": _safe(cohen_kappa_score, true, pred, weights="quadratic", labels=labels),
+        "ece": ece,
+    }
+
+
+def person_stage(stage_logits: np.ndarray, true: np.ndarray, subjects: Sequence[str],
+                 views: np.ndarray, *, view_weights: Mapping[str, float] | None = None,
+                 temperature: float = 1.0) -> dict:
+    """One stage per person from all their photos, and its metrics.
+
+    Each person's cumulative probabilities ``P(stage > k)`` are averaged over their photos,
+    weighted by view (front and top show the stage; see ``stage_view_weights``); the stage
+    is the number of thresholds the average passes. The true stage is the person's most
+    frequent known stage.
+
+    Args:
+        stage_logits: [N, K] ordinal logits.
+        true: [N] class index, -1 unknown.
+        subjects: [N] person ids.
+        views: [N] view index (true or predicted), -1 unknown (weight 1).
+        view_weights: view name -> weight.
+        temperature: stage temperature.
+    """
+    view_weights = dict(view_weights or {})
+    table = np.array([float(view_weights.get(v, 1.0)) for v in VIEWS] + [1.0])
+    weights = table[np.where(np.asarray(views) >= 0, views, len(VIEWS))]
+    cum = ordinal_cumulative(stage_logits, temperature)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, subject in enumerate(subjects):
+        groups[subject].append(i)
+    person_pred, person_true, person_probs, ids = [], [], [], []
+    for subject, rows in groups.items():
+        known = [int(true[i]) for i in rows if true[i] >= 0]
+        if not known:
+            continue
+        w = weights[rows]
+        w = w if w.sum() > 0 else np.ones_like(w)
+        mean_cum = (cum[rows] * w[:, None]).sum(0) / w.sum()
+        person_true.append(Counter(known).most_common(1)[0][0])
+        person_pred.append(int((mean_cum > 0.5).sum()))
+        person_probs.append(np.clip(np.concatenate([[1.0], mean_cum]) -
+                                    np.concatenate([mean_cum, [0.0]]), 0, 1))
+        ids.append(subject)
+    if not ids:
+        return {"n": 0, "accuracy": None, "mae": None, "qwk": None, "ece": None}
+    result = stage_metrics(np.array(person_pred), np.array(person_true), np.array(person_probs))
+    result["persons"] = {s: {"true": index_true + 1, "pred": index_pred + 1}
+                         for s, index_true, index_pred in zip(ids, person_true, person_pred)}
+    return result
+
+
+def view_metrics(logits: np.ndarray, true: np.ndarray) -> dict:
+    """View accuracy and ECE over photos with a known view."""
+    true = np.asarray(true)
+    known = true >= 0
+    if not known.any():
+        return {"n": 0, "accuracy": None, "ece": None}
+    probs = softmax(logits[known])
+    pred = probs.argmax(1)
+    return {
+        "n": int(known.sum()),
+        "accuracy": float((pred == true[known]).mean()),
+        "ece": expected_calibration_error(probs.max(1), pred == true[known]),
+    }
+
+
+def mask_counts(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per photo and channel: (intersection, predicted, true) pixel counts, ``[N, C, 3]``.
+
+    Args:
+        pred: [N, C, H, W] bool predicted masks.
+        target: [N, C, H, W] bool true masks, same size.
+    """
+    pred = np.asarray(pred, dtype=bool)
+    target = np.asarray(target, dtype=bool)
+    inter = (pred & target).reshape(*pred.shape[:2], -1).sum(-1)
+    return np.stack([inter, pred.reshape(*pred.shape[:2], -1).sum(-1),
+                     target.reshape(*target.shape[:2], -1).sum(-1)], axis=-1)
+
+
+def mask_metrics(counts: np.ndarray, known: np.ndarray, names: Sequence[str]) -> dict:
+    """IoU and Dice per channel, pooled over the photos whose mask is known.
+
+    A channel that is neither present nor predicted anywhere has IoU/Dice None.
+    """
+    known = np.asarray(known, dtype=bool)
+    if not known.any():
+        return {"n": 0, "per_class": {}, "mean_iou": None, "mean_dice": None}
+    inter, pred, true = counts[known].sum(0).astype(np.float64).T
+    per: dict[str, dict] = {}
+    for c, name in enumerate(names):
+        union = pred[c] + true[c] - inter[c]
+        per[name] = {
+            "iou": float(inter[c] / union) if union > 0 else None,
+            "dice": float(2 * inter[c] / (pred[c] + true[c])) if pred[c] + true[c] > 0 else None,
+        }
+    return {
+        "n": int(known.sum()),
+        "per_class": per,
+        "mean_iou": _mean([m["iou"] for m in per.values()]),
+        "mean_dice": _mean([m["dice"] for m in per.values()]),
+    }
+
+
+def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | None = None,
+                    temperature: Mapping[str, float] | None = None,
+                    view_weights: Mapping[str, float] | None = None) -> dict:
+    """Every metric of every head, plus per-person stage, as a JSON-ready dict.
+
+    Args:
+        preds: gathered outputs and labels.
+        thresholds: condition -> decision threshold (default 0.5).
+        temperature: head -> temperature (conditions, stage, view; default 1).
+        view_weights: view -> weight when combining one person's photos.
+    """
+    t = {"conditions": 1.0, "stage": 1.0, "view": 1.0, **dict(temperature or {})}
+    cond_probs = sigmoid(preds.condition_logits / t["conditions"])
+    stage_probs = ordinal_probabilities(preds.stage_logits, t["stage"])
+    stage_pred = ordinal_predict(preds.stage_logits)
+    views = np.where(preds.view >= 0, preds.view, preds.view_logits.argmax(1)) \
+        if len(preds) else preds.view
+    result = {
+        "n": len(preds),
+        "conditions": condition_metrics(cond_probs, preds.condition_targets,
+                                        preds.condition_known, thresholds),
+        "stage": stage_metrics(stage_pred, preds.stage, stage_probs),
+        "view": view_metrics(preds.view_logits / t["view"], preds.view),
+        "zones": mask_metrics(preds.zone_counts, preds.zones_known, ZONES),
+        "loss_map": mask_metrics(preds.loss_counts, preds.loss_known, CONDITIONS),
+    }
+    if preds.subjects:
+        result["stage_person"] = person_stage(preds.stage_logits, preds.stage, preds.subjects,
+                                              views, view_weights=view_weights,
+                                              temperature=t["stage"])
+    return result
+
+
+def metrics_by(preds: Predictions, column: str, values: Sequence[str], **kwargs) -> dict:
+    """`compute_metrics` for each distinct value of a per-photo column.
+
+    Args:
+        preds: gathered outputs and labels.
+        column: the column's name (for error messages).
+        values: the column's value for each photo, in the same order as ``preds``.
+        **kwargs: passed to `compute_metrics`.
+    """
+    if len(values) != len(preds):
+        raise ValueError(f"column {column!r} has {len(values)} values for {len(preds)} photos")
+    values = np.asarray([v if v not in (None, "") else "(empty)" for v in values], dtype=object)
+    out = {}
+    for value in sorted(set(values.tolist())):
+        sub = compute_metrics(preds.subset(values == value), **kwargs)
+        sub.get("stage_person", {}).pop("persons", None)
+        out[str(value)] = sub
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:6.3f}"
+
+
+def format_metrics(metrics: Mapping, *, breakdowns: Mapping[str, Mapping] | None = None) -> str:
+    """A readable plain-text table of the headline metrics (for the terminal)."""
+    lines = [f"photos: {metrics['n']}", ""]
+    cond = metrics["conditions"]
+    lines.append(f"{'condition':<18}{'n':>6}{'pos':>6}{'AP':>8}{'AUROC':>8}{'F1':>8}{'thr':>7}")
+    for name, m in cond["per_condition"].items():
+        lines.append(f"{name:<18}{m['n']:>6}{m['positives']:>6}  {_fmt(m['ap'])}  "
+                     f"{_fmt(m['auroc'])}  {_fmt(m['f1'])} {m['threshold']:.2f}")
+    lines.append(f"{'macro':<30}  {_fmt(cond['macro_ap'])}  {_fmt(cond['macro_auroc'])}  "
+                 f"{_fmt(cond['macro_f1'])}   ECE {_fmt(cond['ece'])}")
+    lines.append("")
+    lines.append(f"{'stage':<18}{'n':>6}{'acc':>8}{'MAE':>8}{'QWK':>8}{'ECE':>8}")
+    for label, key in (("per photo", "stage"), ("per person", "stage_person")):
+        if key in metrics:
+            m = metrics[key]
+            lines.append(f"{label:<18}{m['n']:>6}  {_fmt(m['accuracy'])}  {_fmt(m['mae'])}  "
+                         f"{_fmt(m['qwk'])}  {_fmt(m['ece'])}")
+    v = metrics["view"]
+    lines.append("")
+    lines.append(f"view accuracy {_fmt(v['accuracy'])}  ECE {_fmt(v['ece'])}  (n={v['n']})")
+    for title, key in (("zone", "zones"), ("loss map", "loss_map")):
+        m = metrics[key]
+        if m["n"]:
+            cells = "  ".join(f"{name} {_fmt(x['iou'])}" for name, x in m["per_class"].items())
+            lines.append(f"{title} IoU (n={m['n']}): mean {_fmt(m['mean_iou'])} | {cells}")
+            lines.append(f"{title} Dice: mean {_fmt(m['mean_dice'])}")
+    for column, groups in (breakdowns or {}).items():
+        lines.append("")
+        lines.append(f"by {column}: {'value':<14}{'n':>6}{'stage acc':>11}{'QWK':>8}"
+                     f"{'view acc':>10}{'cond F1':>9}{'zone IoU':>10}")
+        for value, m in groups.items():
+            lines.append(f"{'':<{len(column) + 4}}{value:<14}{m['n']:>6}   "
+                         f"{_fmt(m['stage']['accuracy'])}  {_fmt(m['stage']['qwk'])}  "
+                         f"{_fmt(m['view']['accuracy'])}  {_fmt(m['conditions']['macro_f1'])}  "
+                         f"{_fmt(m['zones']['mean_iou'])}")
+    return "\n".join(lines)
