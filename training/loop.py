@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import inference_meta, load_checkpoint, save_checkpoint
 
 from .calibrate import fit_calibration
 from .config import (
@@ -682,21 +682,20 @@ def _meta(config: TrainConfig, model: nn.Module, mean: Sequence[float], std: Seq
           *, fingerprint: str, calibration: Mapping[str, Any] | None,
           metrics: Mapping[str, Any] | None, epoch: int) -> dict[str, Any]:
     calibration = dict(calibration or {})
-    return {
-        "vocab": {"conditions": list(CONDITIONS), "stages": list(STAGES),
-                  "views": list(VIEWS), "zones": list(ZONES)},
-        "input_size": int(config.image_size),
-        "mean": list(mean),
-        "std": list(std),
-        "thresholds": dict(calibration.get("thresholds") or dict.fromkeys(CONDITIONS, 0.5)),
-        "temperature": dict(calibration.get("temperature")
-                            or {"conditions": 1.0, "stage": 1.0, "view": 1.0}),
-        "config": config_to_dict(config),
-        "data_fingerprint": fingerprint,
-        "metrics": dict(metrics or {}),
-        "epoch": epoch,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = inference_meta(
+        model,
+        input_size=int(config.image_size),
+        thresholds=calibration.get("thresholds"),
+        temperature=calibration.get("temperature"),
+        config=config_to_dict(config),
+        data_fingerprint=fingerprint,
+        metrics=dict(metrics or {}),
+        epoch=epoch,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    # The normalisation actually used in training (the backbone's, or a config override).
+    meta["mean"], meta["std"] = list(mean), list(std)
+    return meta
 
 
 def fit(config: TrainConfig, *, resume: bool = False,
