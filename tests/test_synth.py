@@ -210,3 +210,22 @@ def test_bad_counts_are_refused(tmp_path: Path) -> None:
         synthesize(tmp_path / "x", 0, 0)
     with pytest.raises(ValueError, match="seed"):
         synthesize(tmp_path / "x", 1, -1)
+
+
+def test_head_fills_most_of_the_frame_in_every_view() -> None:
+    """Close-ups like clinic and phone photos: the head covers most of the picture, and
+    from above the scalp alone does."""
+    from data.synth import head as H
+    from data.synth.render import sample_camera
+
+    shape = H.head_shape(1.0, 1.0, 1.0)
+    for view in VIEWS:
+        person, scalp = [], []
+        for seed in range(10):
+            scene = H.cast(shape, sample_camera(view, _rng(seed), SIZE, shape))
+            head = (scene.part >= H.CRANIUM) & (scene.part <= H.EAR_RIGHT)
+            person.append(np.mean(head))
+            scalp.append(np.mean(scene.part == H.CRANIUM))
+        assert np.mean(person) > 0.6, (view, person)
+        if view == "top":
+            assert np.mean(scalp) > 0.55, scalp

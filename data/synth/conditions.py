@@ -91,9 +91,11 @@ def scalp_maps(q: np.ndarray, subject: Subject) -> ScalpMaps:
         mid, temple, vertex, lat_limit = subject.pattern
         if mid > 0 or temple > 0:
             recession = hairline - mid - temple * np.exp(-(((abs_lat - 0.5) / 0.18) ** 2))
-            loss = _sigmoid((sagittal - recession) / 0.07) * _sigmoid((lat_limit - abs_lat) / 0.07)
+            # Soft borders: real recession fades over a few centimetres of ever finer,
+            # sparser hair rather than stopping at a line.
+            loss = _sigmoid((sagittal - recession) / 0.1) * _sigmoid((lat_limit - abs_lat) / 0.08)
         if vertex > 0:
-            loss = np.maximum(loss, _sigmoid((vertex - crown_dist) / 0.07))
+            loss = np.maximum(loss, _sigmoid((vertex - crown_dist) / 0.1))
     elif subject.female_severity:
         half, part_loss, radius, crown_loss = _LUDWIG[subject.female_severity]
         part = subject.part or 0.0
@@ -101,8 +103,8 @@ def scalp_maps(q: np.ndarray, subject: Subject) -> ScalpMaps:
         loss = part_loss * _sigmoid((half - np.abs(lateral - part)) / 0.05) * along
         loss = np.maximum(loss, crown_loss * _sigmoid((radius - crown_dist) / 0.12))
 
-    density = natural * (1.0 - 0.93 * loss)
-    fine = np.clip(loss * 1.2, 0.0, 0.9)
+    density = natural * (1.0 - 0.96 * loss)
+    fine = np.clip(loss * 1.2, 0.0, 0.97)
     loss_bits = np.where(hair_bearing & (loss >= THINNING_THRESHOLD), _THIN, 0).astype(np.uint8)
     scar_skin = np.zeros(len(q), dtype=bool)
     bare = np.zeros(len(q), dtype=bool)

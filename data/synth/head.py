@@ -71,8 +71,8 @@ def head_shape(width: float = 1.0, length: float = 1.0, height: float = 1.0) -> 
     centres = np.array(
         [
             [0.0, 0.0, 0.0],  # cranium
-            [0.0, 0.42 * length, -0.5],  # face and jaw
-            [0.0, 0.98 * length, -0.45],  # nose
+            [0.0, 0.34 * length, -0.52],  # face and jaw
+            [0.0, 1.0 * length, -0.47],  # nose
             [0.73 * width, -0.04, -0.3],  # ear, person's left
             [-0.73 * width, -0.04, -0.3],  # ear, person's right
             [0.0, -0.18, -1.25],  # neck
@@ -82,8 +82,8 @@ def head_shape(width: float = 1.0, length: float = 1.0, height: float = 1.0) -> 
     axes = np.array(
         [
             cranium_axes,
-            [0.62 * width, 0.6, 0.78],
-            [0.09, 0.15, 0.17],
+            [0.6 * width, 0.6, 0.76],
+            [0.085, 0.21, 0.17],
             [0.09, 0.19, 0.31],
             [0.09, 0.19, 0.31],
             [0.5, 0.55, 0.75],

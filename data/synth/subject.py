@@ -16,9 +16,9 @@ __all__ = ["Patch", "Subject", "sample_subject", "SKIN_RGB", "HAIR_RGB"]
 
 #: Typical skin albedo (linear-ish RGB, 0..1) per Fitzpatrick type.
 SKIN_RGB: dict[str, tuple[float, float, float]] = {
-    "I": (0.96, 0.80, 0.72),
-    "II": (0.90, 0.71, 0.59),
-    "III": (0.80, 0.59, 0.45),
+    "I": (0.97, 0.80, 0.76),
+    "II": (0.93, 0.72, 0.65),
+    "III": (0.82, 0.60, 0.50),
     "IV": (0.64, 0.45, 0.31),
     "V": (0.45, 0.30, 0.20),
     "VI": (0.27, 0.18, 0.12),
@@ -33,8 +33,10 @@ HAIR_RGB: dict[str, tuple[float, float, float]] = {
     "grey": (0.30, 0.29, 0.28),
 }
 
-_SKIN_WEIGHTS = (0.13, 0.21, 0.21, 0.18, 0.14, 0.13)
-_HAIR_WEIGHTS = (0.29, 0.31, 0.12, 0.07, 0.21)
+# Drawn to resemble clinic and phone photos: dark and grey hair most often, every
+# combination still present (low-contrast blond on type I and black on type VI included).
+_SKIN_WEIGHTS = (0.1, 0.22, 0.25, 0.2, 0.13, 0.1)
+_HAIR_WEIGHTS = (0.33, 0.28, 0.06, 0.03, 0.3)
 
 # Norwood stage -> (mid-frontal recession, temple recession, vertex radius, lateral limit),
 # angles in radians on the unit cranium; see conditions.male_pattern_loss.
