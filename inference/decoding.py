@@ -101,8 +101,13 @@ def merge_outputs(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> d
     return {key: (np.asarray(a[key], dtype=np.float32) + np.asarray(b[key], dtype=np.float32)) / 2 for key in a}
 
 
-def _stage(cumulative_logits: np.ndarray, temperature: float) -> tuple[int, list[float]]:
-    exceed = _sigmoid(cumulative_logits / temperature)
+def _stage(cumulative_logits: np.ndarray, temperature: float,
+           offsets: np.ndarray | None = None) -> tuple[int, list[float]]:
+    # Calibrated cumulative logits: z / T + per-threshold offset (model.json "stage_offsets").
+    z = cumulative_logits / temperature
+    if offsets is not None:
+        z = z + offsets
+    exceed = _sigmoid(z)
     exceed = np.minimum.accumulate(exceed)  # P(> k+1) can only fall with k
     stage = 1 + int(np.count_nonzero(exceed > 0.5))
     bounds = np.concatenate([[1.0], exceed, [0.0]])
@@ -161,7 +166,8 @@ def decode_outputs(
     Args:
         outputs: ``conditions [B,3]``, ``stage [B,6]``, ``view [B,5]``,
             ``zones [B,6,h,w]``, ``loss [B,3,h,w]`` logits as NumPy arrays.
-        meta: the model's ``model.json`` (``input_size``, ``thresholds``, ``temperature``).
+        meta: the model's ``model.json`` (``input_size``, ``thresholds``, ``temperature``,
+            optional ``stage_offsets``).
         geometries: where each photo sits in the network input.
 
     Returns:
@@ -175,12 +181,14 @@ def decode_outputs(
     conditions = _sigmoid(np.asarray(outputs["conditions"], dtype=np.float64) / temperature["conditions"])
     views = _softmax(np.asarray(outputs["view"], dtype=np.float64) / temperature["view"])
     stages = np.asarray(outputs["stage"], dtype=np.float64)
+    offsets = meta.get("stage_offsets")
+    offsets = None if offsets is None else np.asarray(offsets, dtype=np.float64)
     zone_logits = np.asarray(outputs["zones"], dtype=np.float32)
     loss_logits = np.asarray(outputs["loss"], dtype=np.float32)
     decoded = []
     for i, geometry in enumerate(geometries):
         probs = {name: round(float(conditions[i, j]), 6) for j, name in enumerate(CONDITIONS)}
-        stage, stage_probabilities = _stage(stages[i], temperature["stage"])
+        stage, stage_probabilities = _stage(stages[i], temperature["stage"], offsets)
         decoded.append(
             {
                 "view": VIEWS[int(views[i].argmax())],

@@ -7,8 +7,25 @@ import pytest
 from sklearn.metrics import f1_score
 
 from data.vocab import CONDITIONS, VIEWS, ZONES
-from training.calibrate import fit_calibration, fit_temperature, fit_thresholds, view_nll
-from training.metrics import Predictions, binary_ece, compute_metrics, sigmoid, softmax
+from training.calibrate import (
+    fit_calibration,
+    fit_stage_calibration,
+    fit_temperature,
+    fit_thresholds,
+    stage_nll,
+    view_nll,
+)
+from training.metrics import (
+    Predictions,
+    binary_ece,
+    compute_metrics,
+    ordinal_cumulative,
+    ordinal_predict,
+    ordinal_probabilities,
+    sigmoid,
+    softmax,
+    stage_metrics,
+)
 
 
 def _overconfident(n: int = 3000, scale: float = 4.0, seed: int = 0) -> Predictions:
@@ -90,3 +107,88 @@ def test_binary_ece_of_overconfident_logits_is_large() -> None:
     preds = _overconfident(n=2000)
     raw = sigmoid(preds.condition_logits).ravel()
     assert binary_ece(raw, preds.condition_targets.ravel()) > 0.1
+
+
+_CUTS = np.linspace(-2.5, 2.5, 6)
+
+
+def _squeezed_stage(n: int = 4000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Stages from a calibrated cumulative model ``f - cuts``; the logits given have the
+    thresholds squeezed together (``0.4 * cuts``) and half the slope: flat middle classes,
+    which one temperature cannot fix."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(0, 2, size=n)
+    stage = ((latent + rng.logistic(size=n))[:, None] > _CUTS).sum(1)
+    return 0.5 * (latent[:, None] - 0.4 * _CUTS), stage
+
+
+def _stage_ece(logits: np.ndarray, stage: np.ndarray, temperature: float,
+               offsets: list[float] | None = None) -> float:
+    probs = ordinal_probabilities(logits, temperature, offsets)
+    pred = ordinal_predict(logits / temperature, offsets)
+    return stage_metrics(pred, stage, probs)["ece"]
+
+
+def test_stage_offsets_lower_class_probability_ece_where_one_temperature_cannot() -> None:
+    logits, stage = _squeezed_stage()
+    t_only = fit_temperature(lambda t: stage_nll(logits, stage, t))
+    temperature, offsets = fit_stage_calibration(logits, stage)
+    # Recovers the construction: z / T + offsets = latent - cuts.
+    assert temperature == pytest.approx(0.5, rel=0.1)
+    np.testing.assert_allclose(offsets, -0.6 * _CUTS, atol=0.25)
+    before = _stage_ece(logits, stage, t_only)
+    after = _stage_ece(logits, stage, temperature, offsets)
+    assert before > 0.05
+    assert after < before / 2
+    assert after < 0.03
+    assert stage_nll(logits, stage, temperature, np.array(offsets)) < stage_nll(logits, stage, t_only)
+    # Still a distribution: cumulative probabilities fall with the threshold.
+    cumulative = ordinal_cumulative(logits, temperature, offsets)
+    assert (np.diff(cumulative, axis=1) <= 0).all()
+
+
+def test_stage_offsets_stay_near_zero_for_a_calibrated_model_and_are_stored() -> None:
+    preds = _overconfident(scale=1.0, seed=4)
+    calibration = fit_calibration(preds)
+    assert len(calibration["stage_offsets"]) == preds.stage_logits.shape[1]
+    assert max(abs(v) for v in calibration["stage_offsets"]) < 0.3
+    # The metrics use them: the same numbers as applying them by hand.
+    metrics = compute_metrics(preds, temperature=calibration["temperature"],
+                              stage_offsets=calibration["stage_offsets"])
+    assert metrics["stage"]["ece"] == pytest.approx(_stage_ece(
+        preds.stage_logits, preds.stage, calibration["temperature"]["stage"],
+        calibration["stage_offsets"]))
+
+
+def test_stage_calibration_keeps_order_of_unordered_offsets_and_handles_no_labels() -> None:
+    logits, stage = _squeezed_stage(n=300, seed=5)
+    temperature, offsets = fit_stage_calibration(logits, stage, prior_sd=100.0)
+    reference = logits.mean(0) / temperature + np.array(offsets)
+    assert (np.diff(reference) < 0).all()
+    assert fit_stage_calibration(logits, np.full(len(stage), -1)) == (1.0, [0.0] * 6)
+
+
+def test_decoder_applies_the_stage_offsets_like_the_metrics() -> None:
+    from inference.decoding import Geometry, decode_outputs
+
+    logits, _ = _squeezed_stage(n=20, seed=6)
+    temperature, offsets = 0.5, list(-0.6 * _CUTS)
+    meta = {"input_size": 64, "temperature": {"stage": temperature}, "stage_offsets": offsets}
+    n = len(logits)
+    outputs = {
+        "conditions": np.zeros((n, len(CONDITIONS))),
+        "view": np.zeros((n, len(VIEWS))),
+        "stage": logits,
+        "zones": np.full((n, len(ZONES), 16, 16), -5.0),
+        "loss": np.full((n, len(CONDITIONS), 16, 16), -5.0),
+    }
+    rows = decode_outputs(outputs, meta, [Geometry(64, 64, 1.0, 1.0)] * n)
+    probs = ordinal_probabilities(logits, temperature, offsets)
+    pred = ordinal_predict(logits / temperature, offsets)
+    for row, p, k in zip(rows, probs, pred):
+        np.testing.assert_allclose(row["stage_probabilities"], p, atol=1e-5)
+        assert row["stage"] == k + 1
+    # Without offsets the decoder is unchanged (older model.json files).
+    plain = decode_outputs(outputs, {"input_size": 64, "temperature": {"stage": temperature}},
+                           [Geometry(64, 64, 1.0, 1.0)] * n)
+    assert [r["stage"] for r in plain] == list(ordinal_predict(logits) + 1)

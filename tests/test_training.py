@@ -190,6 +190,15 @@ def test_same_seed_gives_the_same_cpu_run(photos: dict[str, Path], tmp_path: Pat
     assert all(torch.equal(a[k], state[f"model.{k}"]) for k in a)
 
 
+def test_a_fresh_run_into_an_old_run_folder_starts_a_fresh_log(photos: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    run = tmp_path / "again"
+    for _ in range(2):
+        fit(_config(photos, run, epochs=1, calibrate=False), log=lambda _: None)
+    with (run / LOG_FILE).open() as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1"]
+
+
 def test_early_stopping_stops_when_the_monitor_stalls(photos: dict[str, Path],
                                                       tmp_path: Path) -> None:
     # lr = 0 never changes the weights, so val_loss never improves after the first epoch.

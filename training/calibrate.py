@@ -1,16 +1,30 @@
-"""Post-hoc calibration on validation outputs: one temperature per head, F1 thresholds.
+"""Post-hoc calibration on validation outputs: temperatures, stage offsets, F1 thresholds.
 
 Temperatures divide a head's logits so that probabilities match observed frequencies
 (fitted by minimising the negative log-likelihood with a 1-D search over log T). Decision
-thresholds per condition maximise F1 on the calibrated validation probabilities. Both go
-into ``model.json`` ("temperature", "thresholds") and inference applies them.
+thresholds per condition maximise F1 on the calibrated validation probabilities.
+
+The ordinal stage head gets more than one temperature: its reliability is judged on the
+class probabilities ``P(stage = j) = P(> j-1) - P(> j)``, and one temperature on the
+cumulative logits scales the sharp end stages and the flat middle ones alike. So the
+stage is calibrated as ``z_k / T + offsets[k]`` (a temperature plus one shift per
+threshold), fitted jointly by minimising the NLL of the true class's probability, with a
+Gaussian prior (SD `STAGE_OFFSET_PRIOR_SD` logits) keeping the shifts small on a small
+validation split. The shifted thresholds are kept in order (the shifted mean cumulative
+logits stay strictly decreasing), so the probabilities stay a distribution and the
+predicted stage (thresholds passed) never jumps order; it may move by the shifts.
+
+Everything goes into ``model.json`` ("temperature", "stage_offsets", "thresholds") and
+inference applies it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize
 from sklearn.metrics import precision_recall_curve
 
 from data.vocab import CONDITIONS
@@ -20,6 +34,8 @@ from .metrics import Predictions, ordinal_probabilities, sigmoid
 __all__ = [
     "condition_nll",
     "stage_nll",
+    "fit_stage_calibration",
+    "STAGE_OFFSET_PRIOR_SD",
     "view_nll",
     "fit_temperature",
     "fit_thresholds",
@@ -27,6 +43,10 @@ __all__ = [
 ]
 
 _LOG_T_RANGE = (np.log(0.05), np.log(20.0))
+# Prior SD (in logits) of each stage threshold's calibrated offset: shifts much beyond one
+# logit should come from training, not from a validation split of a few hundred photos.
+STAGE_OFFSET_PRIOR_SD = 0.5
+_MIN_GAP = 1e-3
 
 
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -42,14 +62,16 @@ def condition_nll(logits: np.ndarray, targets: np.ndarray, known: np.ndarray,
     return float(-(y * _log_sigmoid(z) + (1 - y) * _log_sigmoid(-z)).mean())
 
 
-def stage_nll(logits: np.ndarray, stage: np.ndarray, temperature: float) -> float:
+def stage_nll(logits: np.ndarray, stage: np.ndarray, temperature: float,
+              offsets: np.ndarray | None = None) -> float:
     """Mean NLL of the true stage under the ordinal class probabilities, known stages only.
 
     The class probabilities (not each threshold on its own) are what the reliability of a
-    predicted stage is judged on, so the temperature is fitted on them.
+    predicted stage is judged on, so the calibration is fitted on them.
     """
     known = np.asarray(stage) >= 0
-    probs = ordinal_probabilities(np.asarray(logits, dtype=np.float64)[known], temperature)
+    probs = ordinal_probabilities(np.asarray(logits, dtype=np.float64)[known], temperature,
+                                  offsets)
     p_true = probs[np.arange(len(probs)), np.asarray(stage)[known]]
     return float(-np.log(np.clip(p_true, 1e-12, 1.0)).mean())
 
@@ -89,6 +111,61 @@ def fit_temperature(nll: Callable[[float], float], *, iterations: int = 40) -> f
     return float(np.exp(min(candidates)[1]))
 
 
+def fit_stage_calibration(logits: np.ndarray, stage: np.ndarray, *,
+                          prior_sd: float = STAGE_OFFSET_PRIOR_SD) -> tuple[float, list[float]]:
+    """Stage temperature and per-threshold offsets minimising the class-probability NLL.
+
+    Calibrated cumulative logit ``k`` = ``logits[:, k] / T + offsets[k]``. Parametrised so
+    that the calibrated mean logits ``a_k`` stay strictly decreasing in k (``a_{k+1} = a_k
+    - exp(g_k)``), hence the thresholds keep their order. The objective is the mean NLL of
+    the true class plus ``sum(offsets**2) / (2 * prior_sd**2 * n)`` (a Gaussian prior on
+    the offsets); it starts from the best single temperature with zero offsets and only
+    keeps the joint fit where it lowers the objective.
+
+    Args:
+        logits: [N, K] cumulative logits.
+        stage: [N] true class index, -1 unknown (left out).
+        prior_sd: prior SD of each offset in logits.
+
+    Returns:
+        ``(temperature, offsets)``; ``(1.0, zeros)`` when no stage is known.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    stage = np.asarray(stage)
+    known = stage >= 0
+    n_thresholds = logits.shape[1] if logits.ndim == 2 else 0
+    if not known.any() or n_thresholds == 0:
+        return 1.0, [0.0] * n_thresholds
+    z, y = logits[known], stage[known]
+    n = len(y)
+    t0 = fit_temperature(lambda t: stage_nll(z, y, t))
+    reference = z.mean(0)
+    rows = np.arange(n)
+
+    def unpack(x: np.ndarray) -> tuple[float, np.ndarray]:
+        scale = float(np.exp(x[0]))
+        a = x[1] - np.concatenate([[0.0], np.cumsum(np.exp(x[2:]))])
+        return scale, a - reference * scale
+
+    def objective(x: np.ndarray) -> float:
+        scale, offsets = unpack(x)
+        probs = ordinal_probabilities(z * scale + offsets)
+        nll = -np.log(np.clip(probs[rows, y], 1e-12, 1.0)).mean()
+        return float(nll + (offsets ** 2).sum() / (2 * prior_sd ** 2 * n))
+
+    a0 = reference / t0
+    gaps = np.maximum(a0[:-1] - a0[1:], _MIN_GAP)
+    x0 = np.concatenate([[-np.log(t0), a0[0]], np.log(gaps)])
+    lo, hi = _LOG_T_RANGE
+    bounds = [(-hi, -lo)] + [(None, None)] + [(np.log(_MIN_GAP), None)] * (n_thresholds - 1)
+    result = minimize(objective, x0, method="L-BFGS-B", bounds=bounds)
+    x = result.x if np.isfinite(result.fun) and result.fun < objective(x0) else x0
+    scale, offsets = unpack(x)
+    if x is x0:
+        offsets = np.zeros(n_thresholds)
+    return float(1.0 / scale), [float(v) for v in offsets]
+
+
 def fit_thresholds(probs: np.ndarray, targets: np.ndarray, known: np.ndarray) -> dict[str, float]:
     """Per-condition threshold maximising F1 over known labels (0.5 when it cannot be fitted)."""
     thresholds: dict[str, float] = {}
@@ -108,25 +185,27 @@ def fit_thresholds(probs: np.ndarray, targets: np.ndarray, known: np.ndarray) ->
     return thresholds
 
 
-def fit_calibration(preds: Predictions) -> dict[str, dict[str, float]]:
-    """Temperatures (conditions, stage, view) and condition thresholds from validation outputs.
+def fit_calibration(preds: Predictions) -> dict[str, Any]:
+    """Temperatures, stage offsets and condition thresholds from validation outputs.
 
-    A head with no known label on validation keeps temperature 1.
+    A head with no known label on validation keeps temperature 1 (and zero stage offsets).
 
     Returns:
-        ``{"temperature": {head: T}, "thresholds": {condition: threshold}}``.
+        ``{"temperature": {head: T}, "stage_offsets": [K floats],
+        "thresholds": {condition: threshold}}``.
     """
     temperature = {"conditions": 1.0, "stage": 1.0, "view": 1.0}
+    stage_offsets = [0.0] * int(np.asarray(preds.stage_logits).shape[-1])
     known = np.asarray(preds.condition_known, dtype=bool)
     if known.any():
         temperature["conditions"] = fit_temperature(
             lambda t: condition_nll(preds.condition_logits, preds.condition_targets, known, t))
     if (preds.stage >= 0).any():
-        temperature["stage"] = fit_temperature(
-            lambda t: stage_nll(preds.stage_logits, preds.stage, t))
+        temperature["stage"], stage_offsets = fit_stage_calibration(preds.stage_logits,
+                                                                    preds.stage)
     if (preds.view >= 0).any():
         temperature["view"] = fit_temperature(
             lambda t: view_nll(preds.view_logits, preds.view, t))
     probs = sigmoid(preds.condition_logits / temperature["conditions"])
     thresholds = fit_thresholds(probs, preds.condition_targets, known)
-    return {"temperature": temperature, "thresholds": thresholds}
+    return {"temperature": temperature, "stage_offsets": stage_offsets, "thresholds": thresholds}

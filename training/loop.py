@@ -75,6 +75,7 @@ __all__ = [
     "save_resume_state",
     "load_resume_state",
     "fit",
+    "recalibrate_run",
     "evaluate_run",
 ]
 
@@ -687,6 +688,7 @@ def _meta(config: TrainConfig, model: nn.Module, mean: Sequence[float], std: Seq
         input_size=int(config.image_size),
         thresholds=calibration.get("thresholds"),
         temperature=calibration.get("temperature"),
+        stage_offsets=[float(v) for v in calibration.get("stage_offsets") or [0.0] * (len(STAGES) - 1)],
         config=config_to_dict(config),
         data_fingerprint=fingerprint,
         metrics=dict(metrics or {}),
@@ -775,6 +777,9 @@ def fit(config: TrainConfig, *, resume: bool = False,
         say(f"resuming {run_dir} at epoch {start_epoch + 1}/{config.epochs}")
         if state.get("stopped"):
             start_epoch = config.epochs
+    elif ddp.main:
+        # A fresh run into an existing folder replaces it: its log must not continue the old one.
+        (run_dir / LOG_FILE).unlink(missing_ok=True)
 
     train_model: nn.Module = model
     if ddp.enabled:
@@ -871,6 +876,7 @@ def _finish(config: TrainConfig, run_dir: Path, val_ds: Dataset, subjects: list[
     calibration = fit_calibration(preds) if config.calibrate else None
     metrics = compute_metrics(preds, thresholds=(calibration or {}).get("thresholds"),
                               temperature=(calibration or {}).get("temperature"),
+                              stage_offsets=(calibration or {}).get("stage_offsets"),
                               view_weights=config.stage_view_weights)
     metrics.get("stage_person", {}).pop("persons", None)
     meta = _meta(config, best, mean, std, fingerprint=fingerprint, calibration=calibration,
@@ -878,14 +884,70 @@ def _finish(config: TrainConfig, run_dir: Path, val_ds: Dataset, subjects: list[
                  epoch=int(best_meta.get("epoch", 0)))
     save_checkpoint(run_dir, best, meta, name="model")
     plot_all(preds, run_dir / "plots", log_csv=run_dir / LOG_FILE,
-             temperature=meta["temperature"])
+             temperature=meta["temperature"], stage_offsets=meta["stage_offsets"])
     flat = _flatten_metrics(metrics)
     say("best model: epoch {}  ".format(meta["epoch"]) + "  ".join(
         f"{k} {v:.3f}" for k, v in flat.items() if v is not None))
     if calibration:
         say("calibration: temperature " + ", ".join(
-            f"{k} {v:.2f}" for k, v in calibration["temperature"].items()) + "; thresholds " +
+            f"{k} {v:.2f}" for k, v in calibration["temperature"].items()) + "; stage offsets " +
+            " ".join(f"{v:+.2f}" for v in calibration["stage_offsets"]) + "; thresholds " +
             ", ".join(f"{k} {v:.2f}" for k, v in calibration["thresholds"].items()))
+
+
+def recalibrate_run(run_dir: str | os.PathLike, *, batch_size: int = 32, device: str = "cpu",
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit a finished run's calibration again on its own validation split, with this code.
+
+    The validation split is rebuilt from the run's stored config (the same subject-grouped
+    split of ``data`` when ``val`` is empty) and must match the run's data fingerprint.
+    ``model.json`` gets the new temperatures, stage offsets, thresholds and validation
+    metrics; the weights are not touched.
+
+    Args:
+        run_dir: the run folder.
+        batch_size: photos per forward pass.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        log: where the summary line goes.
+
+    Returns:
+        The new calibration (`training.calibrate.fit_calibration`).
+
+    Raises:
+        TrainingError: when the manifests changed since the run was trained.
+    """
+    from .config import config_from_dict
+
+    run_dir = Path(run_dir)
+    torch_device = torch.device(device)
+    model, meta = load_checkpoint(run_dir, map_location=torch_device)
+    config = config_from_dict(dict(meta.get("config") or {}), source=str(run_dir / "model.json"))
+    train_rows, val_rows = _load_rows(config)
+    fingerprint = data_fingerprint(train_rows) + ":" + data_fingerprint(val_rows)
+    if meta.get("data_fingerprint") and meta["data_fingerprint"] != fingerprint:
+        raise TrainingError(f"{run_dir / 'model.json'}: the manifests {config.data} / "
+                            f"{config.val or '(split of data)'} changed since this run was "
+                            "trained; retrain instead of recalibrating")
+    _, val_ds = _make_datasets(config, train_rows, val_rows, meta["mean"], meta["std"])
+    loader = make_loader(val_ds, batch_size=batch_size, train=False, seed=config.seed,
+                         workers=0, device=torch_device)
+    _, preds = evaluate(model, loader, None, device=torch_device,
+                        subjects=[r.subject for r in val_rows])
+    calibration = fit_calibration(preds)
+    metrics = compute_metrics(preds, thresholds=calibration["thresholds"],
+                              temperature=calibration["temperature"],
+                              stage_offsets=calibration["stage_offsets"],
+                              view_weights=config.stage_view_weights)
+    metrics.get("stage_person", {}).pop("persons", None)
+    meta = dict(meta)
+    meta.update(temperature=calibration["temperature"], thresholds=calibration["thresholds"],
+                stage_offsets=calibration["stage_offsets"])
+    meta["metrics"] = {**dict(meta.get("metrics") or {}), "val": metrics}
+    save_checkpoint(run_dir, model, meta, name="model")
+    log(f"{run_dir}: stage temperature {calibration['temperature']['stage']:.3f}, offsets "
+        + " ".join(f"{v:+.2f}" for v in calibration["stage_offsets"])
+        + f"; validation stage ECE {metrics['stage']['ece']:.3f}")
+    return calibration
 
 
 def _column_values(rows: Sequence[Any], column: str) -> list[str]:
@@ -951,6 +1013,7 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
     kwargs = {
         "thresholds": meta.get("thresholds"),
         "temperature": meta.get("temperature"),
+        "stage_offsets": meta.get("stage_offsets"),
         "view_weights": (meta.get("config") or {}).get("stage_view_weights"),
     }
     metrics = compute_metrics(preds, **kwargs)
@@ -965,6 +1028,7 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
                  "fingerprint": data_fingerprint(rows)},
         "model_fingerprint": meta.get("data_fingerprint"),
         "temperature": meta.get("temperature"),
+        "stage_offsets": meta.get("stage_offsets"),
         "thresholds": meta.get("thresholds"),
         "metrics": metrics,
         "by": breakdowns,
@@ -977,7 +1041,7 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
                            json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n")
         log_csv = run_dir / LOG_FILE
         plot_all(preds, out, log_csv=log_csv if log_csv.is_file() else None,
-                 temperature=meta.get("temperature"))
+                 temperature=meta.get("temperature"), stage_offsets=meta.get("stage_offsets"))
     return result
 
 

@@ -110,15 +110,24 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def ordinal_cumulative(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """``P(index > k)`` per threshold, made non-increasing in k (a valid distribution)."""
-    cum = sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
-    return np.minimum.accumulate(cum, axis=-1)
+def ordinal_cumulative(logits: np.ndarray, temperature: float = 1.0,
+                       offsets: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+    """``P(index > k)`` per threshold, made non-increasing in k (a valid distribution).
+
+    Calibrated cumulative logit ``k`` = ``logits[..., k] / temperature + offsets[k]``
+    (``offsets`` None = zeros; see `training.calibrate`).
+    """
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    if offsets is not None:
+        z = z + np.asarray(offsets, dtype=np.float64)
+    return np.minimum.accumulate(sigmoid(z), axis=-1)
 
 
-def ordinal_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Class probabilities [N, K+1] from ordinal logits [N, K]."""
-    cum = ordinal_cumulative(logits, temperature)
+def ordinal_probabilities(logits: np.ndarray, temperature: float = 1.0,
+                          offsets: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities [N, K+1] from ordinal logits [N, K] (calibrated like
+    `ordinal_cumulative`)."""
+    cum = ordinal_cumulative(logits, temperature, offsets)
     ones = np.ones(cum.shape[:-1] + (1,))
     zeros = np.zeros(cum.shape[:-1] + (1,))
     upper = np.concatenate([ones, cum], axis=-1)
@@ -126,9 +135,17 @@ def ordinal_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.nd
     return np.clip(upper - lower, 0.0, 1.0)
 
 
-def ordinal_predict(logits: np.ndarray) -> np.ndarray:
-    """Class index = number of thresholds passed (``sigmoid > 0.5``); never jumps order."""
-    return (np.asarray(logits) > 0).sum(axis=-1)
+def ordinal_predict(logits: np.ndarray,
+                    offsets: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+    """Class index = number of thresholds passed (``sigmoid > 0.5``); never jumps order.
+
+    A temperature keeps every logit's sign, so it never changes the class; calibrated
+    ``offsets`` move the thresholds (the cumulative probabilities are made monotone first,
+    as in `ordinal_cumulative`).
+    """
+    if offsets is None:
+        return (np.asarray(logits) > 0).sum(axis=-1)
+    return (ordinal_cumulative(logits, 1.0, offsets) > 0.5).sum(axis=-1)
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray,
@@ -252,7 +269,8 @@ def stage_metrics(pred: np.ndarray, true: np.ndarray, probs: np.ndarray | None =
 
 def person_stage(stage_logits: np.ndarray, true: np.ndarray, subjects: Sequence[str],
                  views: np.ndarray, *, view_weights: Mapping[str, float] | None = None,
-                 temperature: float = 1.0) -> dict:
+                 temperature: float = 1.0,
+                 offsets: Sequence[float] | np.ndarray | None = None) -> dict:
     """One stage per person from all their photos, and its metrics.
 
     Each person's cumulative probabilities ``P(stage > k)`` are averaged over their photos,
@@ -267,11 +285,12 @@ def person_stage(stage_logits: np.ndarray, true: np.ndarray, subjects: Sequence[
         views: [N] view index (true or predicted), -1 unknown (weight 1).
         view_weights: view name -> weight.
         temperature: stage temperature.
+        offsets: calibrated per-threshold offsets (None = zeros).
     """
     view_weights = dict(view_weights or {})
     table = np.array([float(view_weights.get(v, 1.0)) for v in VIEWS] + [1.0])
     weights = table[np.where(np.asarray(views) >= 0, views, len(VIEWS))]
-    cum = ordinal_cumulative(stage_logits, temperature)
+    cum = ordinal_cumulative(stage_logits, temperature, offsets)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, subject in enumerate(subjects):
         groups[subject].append(i)
@@ -351,7 +370,8 @@ def mask_metrics(counts: np.ndarray, known: np.ndarray, names: Sequence[str]) ->
 
 def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | None = None,
                     temperature: Mapping[str, float] | None = None,
-                    view_weights: Mapping[str, float] | None = None) -> dict:
+                    view_weights: Mapping[str, float] | None = None,
+                    stage_offsets: Sequence[float] | None = None) -> dict:
     """Every metric of every head, plus per-person stage, as a JSON-ready dict.
 
     Args:
@@ -359,11 +379,13 @@ def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | Non
         thresholds: condition -> decision threshold (default 0.5).
         temperature: head -> temperature (conditions, stage, view; default 1).
         view_weights: view -> weight when combining one person's photos.
+        stage_offsets: calibrated offset per stage threshold, added to the tempered
+            cumulative logits (model.json ``"stage_offsets"``; None = zeros).
     """
     t = {"conditions": 1.0, "stage": 1.0, "view": 1.0, **dict(temperature or {})}
     cond_probs = sigmoid(preds.condition_logits / t["conditions"])
-    stage_probs = ordinal_probabilities(preds.stage_logits, t["stage"])
-    stage_pred = ordinal_predict(preds.stage_logits)
+    stage_probs = ordinal_probabilities(preds.stage_logits, t["stage"], stage_offsets)
+    stage_pred = ordinal_predict(preds.stage_logits / t["stage"], stage_offsets)
     views = np.where(preds.view >= 0, preds.view, preds.view_logits.argmax(1)) \
         if len(preds) else preds.view
     result = {
@@ -378,7 +400,8 @@ def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | Non
     if preds.subjects:
         result["stage_person"] = person_stage(preds.stage_logits, preds.stage, preds.subjects,
                                               views, view_weights=view_weights,
-                                              temperature=t["stage"])
+                                              temperature=t["stage"],
+                                              offsets=stage_offsets)
     return result
 
 

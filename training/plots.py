@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -114,14 +114,19 @@ def plot_precision_recall(preds: Predictions, path: str | os.PathLike, *,
     return _save(fig, Path(path))
 
 
-def plot_stage_confusion(preds: Predictions, path: str | os.PathLike) -> Path | None:
-    """Norwood stage confusion matrix (rows true, columns predicted) over known stages."""
+def plot_stage_confusion(preds: Predictions, path: str | os.PathLike, *,
+                         temperature: float = 1.0,
+                         offsets: Sequence[float] | None = None) -> Path | None:
+    """Norwood stage confusion matrix (rows true, columns predicted) over known stages.
+
+    The prediction uses the stage calibration (``temperature``, ``offsets``) when given.
+    """
     known = preds.stage >= 0
     if not known.any():
         return None
     labels = list(range(len(STAGES)))
-    matrix = confusion_matrix(preds.stage[known], ordinal_predict(preds.stage_logits[known]),
-                              labels=labels)
+    pred = ordinal_predict(preds.stage_logits[known] / temperature, offsets)
+    matrix = confusion_matrix(preds.stage[known], pred, labels=labels)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     image = ax.imshow(matrix, cmap="Blues")
     for i in labels:
@@ -139,7 +144,8 @@ def plot_stage_confusion(preds: Predictions, path: str | os.PathLike) -> Path | 
 
 
 def plot_reliability(preds: Predictions, path: str | os.PathLike, *,
-                     temperature: Mapping[str, float] | None = None) -> Path | None:
+                     temperature: Mapping[str, float] | None = None,
+                     stage_offsets: Sequence[float] | None = None) -> Path | None:
     """Reliability diagram (accuracy vs confidence) for conditions, stage and view."""
     t = {"conditions": 1.0, "stage": 1.0, "view": 1.0, **dict(temperature or {})}
     series = []
@@ -150,8 +156,8 @@ def plot_reliability(preds: Predictions, path: str | os.PathLike, *,
         series.append(("conditions", np.maximum(p, 1 - p), (p >= 0.5) == y))
     sk = preds.stage >= 0
     if sk.any():
-        probs = ordinal_probabilities(preds.stage_logits[sk], t["stage"])
-        pred = ordinal_predict(preds.stage_logits[sk])
+        probs = ordinal_probabilities(preds.stage_logits[sk], t["stage"], stage_offsets)
+        pred = ordinal_predict(preds.stage_logits[sk] / t["stage"], stage_offsets)
         series.append(("stage", probs[np.arange(len(pred)), pred], pred == preds.stage[sk]))
     vk = preds.view >= 0
     if vk.any():
@@ -178,15 +184,21 @@ def plot_reliability(preds: Predictions, path: str | os.PathLike, *,
 
 def plot_all(preds: Predictions, out_dir: str | os.PathLike, *,
              log_csv: str | os.PathLike | None = None,
-             temperature: Mapping[str, float] | None = None) -> list[Path]:
-    """Every plot that has data, written into ``out_dir``; returns the written paths."""
+             temperature: Mapping[str, float] | None = None,
+             stage_offsets: Sequence[float] | None = None) -> list[Path]:
+    """Every plot that has data, written into ``out_dir``; returns the written paths.
+
+    ``temperature`` and ``stage_offsets`` are the model's calibration (``model.json``).
+    """
     out_dir = Path(out_dir)
     t = dict(temperature or {})
     written = [
         plot_learning_curves(log_csv, out_dir / "learning_curves.png") if log_csv else None,
         plot_precision_recall(preds, out_dir / "precision_recall.png",
                               temperature=t.get("conditions", 1.0)),
-        plot_stage_confusion(preds, out_dir / "stage_confusion.png"),
-        plot_reliability(preds, out_dir / "reliability.png", temperature=t),
+        plot_stage_confusion(preds, out_dir / "stage_confusion.png",
+                             temperature=t.get("stage", 1.0), offsets=stage_offsets),
+        plot_reliability(preds, out_dir / "reliability.png", temperature=t,
+                         stage_offsets=stage_offsets),
     ]
     return [p for p in written if p is not None]
