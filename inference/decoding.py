@@ -194,6 +194,7 @@ def decode_outputs(
                 "view": VIEWS[int(views[i].argmax())],
                 "view_probabilities": {name: round(float(views[i, j]), 6) for j, name in enumerate(VIEWS)},
                 "conditions": probs,
+                "thresholds": {name: float(thresholds[name]) for name in CONDITIONS},
                 "findings": [name for name in CONDITIONS if probs[name] >= thresholds[name]],
                 "stage": stage,
                 "stage_probabilities": stage_probabilities,

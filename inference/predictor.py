@@ -42,6 +42,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "error",
     "view",
     "conditions",
+    "thresholds",
     "findings",
     "stage",
     "zones",
@@ -71,6 +72,7 @@ class Prediction:
         error: what is wrong with the file or photo; None when ``status`` is "ok".
         view: predicted camera view.
         conditions: probability per condition (temperature applied).
+        thresholds: the model's (calibrated) decision threshold per condition.
         findings: conditions at or above their decision threshold.
         stage: predicted Norwood stage (1-7).
         zones: per zone ``{"visible", "box" [x0,y0,x1,y1] in photo pixels, "loss_fraction"}``.
@@ -90,6 +92,7 @@ class Prediction:
     error: str | None = None
     view: str | None = None
     conditions: dict[str, float] | None = None
+    thresholds: dict[str, float] | None = None
     findings: list[str] = field(default_factory=list)
     stage: int | None = None
     zones: dict[str, dict[str, Any]] | None = None

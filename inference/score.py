@@ -230,6 +230,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "error",
     "view",
     *(f"conditions.{name}" for name in CONDITIONS),
+    *(f"thresholds.{name}" for name in CONDITIONS),
     "findings",
     "stage",
     *(f"zones.{zone}.{key}" for zone in ZONES for key in ("visible", "box", "loss_fraction")),

@@ -358,3 +358,16 @@ def test_photos_decode_without_data_decode(monkeypatch: pytest.MonkeyPatch, tmp_
     assert image.size == (48, 64)
     missing = images.photo_figure({"image": "nope.jpg"}, base=tmp_path)
     assert missing.src is None and "file not found" in missing.error
+
+
+def test_findings_table_shows_the_models_calibrated_threshold(tmp_path: Path) -> None:
+    # The photo's findings were made at the model's threshold (0.83), not the rules' 0.50.
+    make_photo(tmp_path / "P9_top.jpg")
+    row = result_row("P9_top.jpg", "P9", findings=[],
+                     conditions={"thinning": 0.7, "alopecia_patch": 0.03, "transplant_scar": 0.02},
+                     thresholds={"thinning": 0.83, "alopecia_patch": 0.5, "transplant_scar": 0.5})
+    index = write_reports([row], tmp_path / "out", results_dir=tmp_path)
+    page = (index.parent / patient_filename("P9")).read_text()
+    findings = page[page.index('id="findings"'):]
+    thinning_row = findings[findings.index("thinning"):].split("</tr>")[0]
+    assert "0.83" in thinning_row and "0.50" not in thinning_row

@@ -106,6 +106,19 @@ def _group(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return groups
 
 
+
+def _decision_threshold(rows: list[Mapping[str, Any]], condition: str, fallback: float) -> float:
+    """The threshold the photos' findings were made with: the model's calibrated one when
+    the rows carry it (rows of one model share it), else the rules' fallback."""
+    for row in rows:
+        thresholds = row.get("thresholds")
+        if row.get("status", "ok") == "ok" and isinstance(thresholds, Mapping):
+            value = thresholds.get(condition)
+            if isinstance(value, (int, float)):
+                return float(value)
+    return fallback
+
+
 def _patient_context(
     subject: str,
     rows: list[dict[str, Any]],
@@ -131,7 +144,7 @@ def _patient_context(
         "name": c,
         "present": c in assessment.findings,
         "probability": assessment.conditions.get(c),
-        "threshold": rules.finding_thresholds[c],
+        "threshold": _decision_threshold(rows, c, rules.finding_thresholds[c]),
     } for c in CONDITIONS]
     zones = [{
         "name": z,
