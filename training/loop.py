@@ -281,6 +281,18 @@ def _progress(iterable: Iterable, *, enabled: bool, desc: str, total: int | None
                 file=sys.stderr)
 
 
+def _forward(model: nn.Module, batch: dict[str, Any], device: torch.device, *,
+             channels_last: bool, amp: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Move a batch to the device and run the model; outputs come back as float32."""
+    batch = _to_device(batch, device)
+    images = batch["image"]
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with _autocast(device, amp):
+        outputs = model(images)
+    return batch, {k: v.float() for k, v in outputs.items()}
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss,
                     optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, *, device: torch.device,
@@ -299,13 +311,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss
     start = time.perf_counter()
     bar = _progress(loader, enabled=progress, desc=desc, total=len(loader))
     for batch in bar:
-        batch = _to_device(batch, device)
+        batch, outputs = _forward(model, batch, device, channels_last=channels_last, amp=amp)
         images = batch["image"]
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            outputs = model(images)
-        outputs = {k: v.float() for k, v in outputs.items()}
         loss, parts = loss_fn(outputs, batch)
         if not torch.isfinite(loss):
             raise TrainingError(f"the training loss became {float(loss)} at {desc}; lower the "
@@ -360,13 +367,8 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None
     sums: dict[str, float] = {}
     photos = 0
     for batch in _progress(loader, enabled=progress, desc=desc, total=len(loader)):
-        batch = _to_device(batch, device)
+        batch, outputs = _forward(model, batch, device, channels_last=channels_last, amp=amp)
         images = batch["image"]
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            outputs = model(images)
-        outputs = {k: v.float() for k, v in outputs.items()}
         n = images.shape[0]
         photos += n
         if loss_fn is not None:
