@@ -32,6 +32,7 @@ from torch import nn
 
 from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
 from models.network import MODELS, create_model
+from models.pretrained import state_dict_problems
 from models.registry import UnknownNameError
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "inference_meta", "load_checkpoint", "save_checkpoint"]
@@ -275,18 +276,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                   for k in set(own) & set(state) if state[k].shape != own[k].shape)
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing weights (e.g. {', '.join(missing[:5])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected weights (e.g. {', '.join(unexpected[:5])})")
-    if wrong:
-        problems.append(f"{len(wrong)} weights of the wrong shape (e.g. {'; '.join(wrong[:3])})")
+    problems = state_dict_problems(model.state_dict(), state)
     if problems:
         raise CheckpointError(f"{path} does not match its architecture in "
                               f"{path.with_suffix('.json').name}: " + "; ".join(problems))

@@ -31,6 +31,7 @@ import torch
 from models.backbones import LITE_VARIANTS, Backbone, EfficientNetLite, TorchvisionBackbone
 
 __all__ = [
+    "state_dict_problems",
     "LITE_PACKAGES",
     "LoadReport",
     "PretrainedError",
@@ -292,20 +293,30 @@ def _load_best_mapping(backbone: Backbone, state: Mapping[str, torch.Tensor],
     return _check_and_load(backbone, mapped, dropped, source)
 
 
-def _check_and_load(module: torch.nn.Module, mapped: dict[str, torch.Tensor],
-                    dropped: list[str], source: str) -> LoadReport:
-    own = module.state_dict()
-    missing = sorted(set(own) - set(mapped))
-    unexpected = sorted(set(mapped) - set(own))
-    wrong = sorted(f"{k} {tuple(mapped[k].shape)} != {tuple(own[k].shape)}"
-                   for k in set(own) & set(mapped) if mapped[k].shape != own[k].shape)
+def state_dict_problems(own: Mapping[str, torch.Tensor],
+                        other: Mapping[str, torch.Tensor]) -> list[str]:
+    """What keeps ``other`` from loading strictly into a module whose state is ``own``.
+
+    Returns one line each for missing keys, unexpected keys and shape mismatches (with a
+    few examples); empty when the two fit.
+    """
+    missing = sorted(set(own) - set(other))
+    unexpected = sorted(set(other) - set(own))
+    wrong = sorted(f"{k}: file {tuple(other[k].shape)} vs model {tuple(own[k].shape)}"
+                   for k in set(own) & set(other) if other[k].shape != own[k].shape)
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:5])})")
+        problems.append(f"{len(missing)} missing weights (e.g. {', '.join(missing[:5])})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:5])})")
+        problems.append(f"{len(unexpected)} unexpected weights (e.g. {', '.join(unexpected[:5])})")
     if wrong:
-        problems.append(f"{len(wrong)} of the wrong shape (e.g. {'; '.join(wrong[:3])})")
+        problems.append(f"{len(wrong)} weights of the wrong shape (e.g. {'; '.join(wrong[:3])})")
+    return problems
+
+
+def _check_and_load(module: torch.nn.Module, mapped: dict[str, torch.Tensor],
+                    dropped: list[str], source: str) -> LoadReport:
+    problems = state_dict_problems(module.state_dict(), mapped)
     if problems:
         raise PretrainedError(f"{source} does not fit {type(module).__name__}: "
                               + "; ".join(problems))

@@ -18,15 +18,6 @@ from models import CheckpointError, create_model, inference_meta, save_checkpoin
 SIDE = 64
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("scalpnet", backbone="tiny", image_size=SIDE)
-    folder = tmp_path_factory.mktemp("run")
-    save_checkpoint(folder, model, inference_meta(model, input_size=SIDE))
-    return folder
-
-
 def _photo(height: int = 160, width: int = 128, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(40, 220, size=(height, width, 3), dtype=np.uint8)
 

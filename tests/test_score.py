@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from data.vocab import CONDITIONS
@@ -28,21 +27,10 @@ from inference.score import (
     shard_from_env,
     subject_from_name,
 )
-from models import create_model, inference_meta, save_checkpoint
 from scripts.commands import score as score_command
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 64
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("scalpnet", backbone="tiny", image_size=SIDE)
-    folder = tmp_path_factory.mktemp("run")
-    meta = inference_meta(model, input_size=SIDE)
-    save_checkpoint(folder, model, meta)
-    return folder
 
 
 def _textured(height: int, width: int, seed: int, channels: int = 3) -> np.ndarray:
