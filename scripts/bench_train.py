@@ -176,7 +176,7 @@ def _train(name: str, recipe: dict[str, Any], data: Path, val: Path | None,
               for k, v in d.items()]
     config = apply_overrides(config, dotted + overrides)
     start = time.perf_counter()
-    fit(config, log=lambda m: print(f"[{name}] {m}", flush=True))
+    fit(config, overwrite=True, log=lambda m: print(f"[{name}] {m}", flush=True))
     return out, time.perf_counter() - start
 
 

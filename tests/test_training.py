@@ -27,7 +27,7 @@ from training.config import (
     config_to_dict,
     load_config,
 )
-from training.loop import LOG_FILE, RESUME_FILE, evaluate_run, fit, lr_factor
+from training.loop import LOG_FILE, RESUME_FILE, TrainingError, evaluate_run, fit, lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -190,13 +190,25 @@ def test_same_seed_gives_the_same_cpu_run(photos: dict[str, Path], tmp_path: Pat
     assert all(torch.equal(a[k], state[f"model.{k}"]) for k in a)
 
 
-def test_a_fresh_run_into_an_old_run_folder_starts_a_fresh_log(photos: dict[str, Path],
-                                                              tmp_path: Path) -> None:
+def test_a_fresh_run_never_replaces_an_old_run_unasked(photos: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    run = fit(_config(photos, tmp_path / "kept", epochs=1, calibrate=False), log=lambda _: None)
+    before = (run / "model.safetensors").read_bytes()
+    with pytest.raises(TrainingError, match=r"already holds a run.*--overwrite"):
+        fit(_config(photos, run, epochs=1, calibrate=False, seed=5), log=lambda _: None)
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_overwrite_replaces_the_old_run_and_starts_a_fresh_log(photos: dict[str, Path],
+                                                               tmp_path: Path) -> None:
     run = tmp_path / "again"
-    for _ in range(2):
-        fit(_config(photos, run, epochs=1, calibrate=False), log=lambda _: None)
+    fit(_config(photos, run, epochs=2, calibrate=False), log=lambda _: None)
+    fit(_config(photos, run, epochs=1, calibrate=False), overwrite=True, log=lambda _: None)
     with (run / LOG_FILE).open() as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1"]
+    fresh = fit(_config(photos, tmp_path / "fresh", epochs=1, calibrate=False), log=lambda _: None)
+    a, b = (_tensors(p / "model.safetensors") for p in (run, fresh))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_early_stopping_stops_when_the_monitor_stalls(photos: dict[str, Path],
@@ -266,6 +278,10 @@ def test_cli_reports_bad_arguments_with_exit_code_2(photos: dict[str, Path],
         [sys.executable, "-m", "scripts.cli", "train", "--out", str(tmp_path / "nothing"),
          "--resume"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "config.yaml not found" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "train", "--out", str(tmp_path / "x"),
+         "--resume", "--overwrite"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "exclude each other" in result.stderr
 
 
 def test_an_unknown_monitor_is_refused_with_the_logged_names(photos: dict[str, Path],

@@ -702,20 +702,32 @@ def _meta(config: TrainConfig, model: nn.Module, mean: Sequence[float], std: Seq
     return meta
 
 
-def fit(config: TrainConfig, *, resume: bool = False,
+#: Files a run writes; their presence means ``config.out`` already holds a run.
+_RUN_FILES = ("model.json", "model.safetensors", "last.json", "last.safetensors",
+              RESUME_FILE, LOG_FILE)
+
+
+def _previous_run_files(run_dir: Path) -> list[str]:
+    return [name for name in _RUN_FILES if (run_dir / name).exists()]
+
+
+def fit(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         log: Callable[[str], None] = print) -> Path:
     """Train a model from ``config`` and leave a complete run folder in ``config.out``.
 
     Args:
         config: validated training config.
         resume: continue the run in ``config.out`` from its ``resume.safetensors``.
+        overwrite: replace a run already in ``config.out`` (otherwise that is an error, so
+            a finished model is never lost to a mistyped ``--out``).
         log: where progress lines go (rank 0 only).
 
     Returns:
         The run folder.
 
     Raises:
-        TrainingError: for unusable data, a diverging loss or an unusable resume state.
+        TrainingError: for unusable data, a diverging loss, an unusable resume state, or an
+            existing run in ``config.out`` without ``resume`` or ``overwrite``.
     """
     config.validate()
     if config.threads:
@@ -728,6 +740,11 @@ def fit(config: TrainConfig, *, resume: bool = False,
     if resume and not resume_path.is_file():
         raise TrainingError(f"--resume: {resume_path} does not exist; nothing to resume "
                             "(train without --resume, or point --out at the interrupted run)")
+    previous = [] if resume else _previous_run_files(run_dir)
+    if previous and not overwrite:
+        raise TrainingError(f"{run_dir} already holds a run ({', '.join(previous)}); pass "
+                            "--resume to continue it, --overwrite to replace it, or choose "
+                            "another --out")
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
@@ -780,8 +797,10 @@ def fit(config: TrainConfig, *, resume: bool = False,
         if state.get("stopped"):
             start_epoch = config.epochs
     elif ddp.main:
-        # A fresh run into an existing folder replaces it: its log must not continue the old one.
-        (run_dir / LOG_FILE).unlink(missing_ok=True)
+        # --overwrite: none of the old run may outlive the new one (a crash in the first
+        # epoch must not leave the old model beside the new config).
+        for name in previous:
+            (run_dir / name).unlink(missing_ok=True)
 
     train_model: nn.Module = model
     if ddp.enabled:

@@ -14,13 +14,16 @@ examples:
       --out runs/lite0 --backbone efficientnet_lite0 --pretrained --image-size 224 \\
       --set lr=3e-4 --set loss_weights.zones=0 --set stage_view_weights.front=3
   scalpscan train --out runs/lite0 --resume          # continue an interrupted run exactly
+  scalpscan train --data m.csv --out runs/lite0 --overwrite   # replace the run in runs/lite0
   torchrun --nproc-per-node 2 -m scripts.cli train --data m.csv --out runs/ddp --backbone tiny
 
 Settings come from the defaults (training/default.yaml), then --config FILE, then the
 flags, then each --set key=value (dotted keys reach into mappings, e.g.
 loss_weights.stage=2). Without --val, a subject-grouped split of --data validates.
 The run folder holds model.safetensors + model.json (best epoch, calibrated), last.*,
-resume.safetensors, config.yaml, train.csv and plots/. Exit code 2 = bad arguments.
+resume.safetensors, config.yaml, train.csv and plots/. A folder that already holds a
+run is refused unless --resume or --overwrite says what to do with it.
+Exit code 2 = bad arguments.
 """
 
 
@@ -40,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config key (repeatable), e.g. --set lr=3e-4")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its resume.safetensors")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a run already in --out (without it, that is an error)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -54,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     from training.config import ConfigError, TrainConfig, load_config
 
+    if args.resume and args.overwrite:
+        return _fail("--resume and --overwrite exclude each other")
     try:
         if args.resume:
             if not args.out:
@@ -84,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from training.loop import TrainingError, fit
 
     try:
-        fit(config, resume=args.resume)
+        fit(config, resume=args.resume, overwrite=args.overwrite)
     except (TrainingError, ManifestError) as exc:
         return _fail(str(exc))
     return 0
