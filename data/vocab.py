@@ -12,6 +12,8 @@ __all__ = [
     "STAGES",
     "VIEWS",
     "ZONES",
+    "VIEW_MIRROR",
+    "ZONE_MIRROR",
     "MANIFEST_COLUMNS",
     "SKIN_TONES",
     "HAIR_COLOURS",
@@ -35,6 +37,14 @@ VIEWS: tuple[str, ...] = ("front", "top", "back", "left", "right")
 
 #: Scalp zones. The order is the bit order of `zone_mask` PNGs (bit 0 = hairline).
 ZONES: tuple[str, ...] = ("hairline", "crown", "temple_left", "temple_right", "part", "donor")
+
+#: Under a horizontal flip the left and right views and temples trade places:
+#: ``VIEW_MIRROR[i]`` is the index of the view that view ``i`` becomes (likewise zones).
+VIEW_MIRROR: tuple[int, ...] = tuple(
+    VIEWS.index({"left": "right", "right": "left"}.get(v, v)) for v in VIEWS)
+ZONE_MIRROR: tuple[int, ...] = tuple(
+    ZONES.index({"temple_left": "temple_right", "temple_right": "temple_left"}.get(z, z))
+    for z in ZONES)
 
 #: Columns every manifest has, in this order; further columns are allowed and kept.
 MANIFEST_COLUMNS: tuple[str, ...] = (

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES
 
 __all__ = [
     "MIN_ZONE_FRACTION",
@@ -44,11 +44,6 @@ MIN_ZONE_FRACTION: float = 0.002
 #: Probability above which a mask pixel belongs to a zone or shows loss.
 MASK_THRESHOLD: float = 0.5
 
-# Under a horizontal flip the left and right views and temples trade places.
-_VIEW_FLIP = [VIEWS.index({"left": "right", "right": "left"}.get(v, v)) for v in VIEWS]
-_ZONE_FLIP = [
-    ZONES.index({"temple_left": "temple_right", "temple_right": "temple_left"}.get(z, z)) for z in ZONES
-]
 
 
 @dataclass(frozen=True)
@@ -90,8 +85,8 @@ def flip_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     Masks are flipped back, the left/right view logits and temple zone channels swapped.
     """
     mapped = dict(outputs)
-    mapped["view"] = outputs["view"][:, _VIEW_FLIP]
-    mapped["zones"] = outputs["zones"][:, _ZONE_FLIP, :, ::-1]
+    mapped["view"] = outputs["view"][:, list(VIEW_MIRROR)]
+    mapped["zones"] = outputs["zones"][:, list(ZONE_MIRROR), :, ::-1]
     mapped["loss"] = outputs["loss"][..., ::-1]
     return mapped
 

@@ -256,6 +256,13 @@ def test_train_then_evaluate_round_trip_leaves_no_pickle(photos: dict[str, Path]
     assert set(metrics["by"]["skin_tone"]) == {"I", "VI"}
     for png in ("precision_recall.png", "stage_confusion.png", "reliability.png"):
         assert (run / "eval" / png).stat().st_size > 1000
+    assert metrics["tta"] is False
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run), "--data",
+         str(photos["val"]), "--tta", "--out", str(run / "eval_tta"), "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "eval_tta" / "metrics.json").read_text())["tta"] is True
 
 
 def test_evaluate_refuses_an_unknown_column(photos: dict[str, Path], tmp_path: Path) -> None:
@@ -290,3 +297,31 @@ def test_an_unknown_monitor_is_refused_with_the_logged_names(photos: dict[str, P
 
     with pytest.raises(TrainingError, match="monitor='stage_kappa'.*val_stage_qwk"):
         fit(_config(photos, tmp_path / "m", epochs=1, monitor="stage_kappa"), log=lambda _: None)
+
+
+def test_evaluation_tta_treats_a_photo_and_its_mirror_alike(run_dir: Path, tmp_path: Path) -> None:
+    # With flip TTA, the mirrored photo gets the same stage and conditions and the swapped
+    # view; the untrained model alone (no TTA) does not, so the mapping back is what's tested.
+    from data.dataset import ScalpDataset
+    from data.manifest import read_manifest
+    from data.transforms import build_transforms
+    from data.vocab import VIEW_MIRROR
+    from models import load_checkpoint
+    from training.loop import evaluate, make_loader
+
+    photo = np.random.default_rng(4).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    Image.fromarray(np.ascontiguousarray(photo[:, ::-1])).save(tmp_path / "b.png")
+    (tmp_path / "m.csv").write_text(",".join(MANIFEST_COLUMNS) + "\n"
+                                    "a.png,P1,left,,,,3,,\nb.png,P1,right,,,,3,,\n")
+    model, meta = load_checkpoint(run_dir)
+    dataset = ScalpDataset(read_manifest(tmp_path / "m.csv"),
+                           transform=build_transforms(64, meta["mean"], meta["std"], train=False))
+    loader = make_loader(dataset, batch_size=2, train=False, seed=0)
+    device = torch.device("cpu")
+    _, plain = evaluate(model, loader, device=device)
+    _, tta = evaluate(model, loader, device=device, tta=True)
+    assert not np.allclose(plain.view_logits[1], plain.view_logits[0][list(VIEW_MIRROR)], atol=1e-4)
+    np.testing.assert_allclose(tta.view_logits[1], tta.view_logits[0][list(VIEW_MIRROR)], atol=1e-5)
+    np.testing.assert_allclose(tta.stage_logits[1], tta.stage_logits[0], atol=1e-5)
+    np.testing.assert_allclose(tta.condition_logits[1], tta.condition_logits[0], atol=1e-5)

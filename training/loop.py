@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES
 from models.checkpoint import inference_meta, load_checkpoint, save_checkpoint
 
 from .calibrate import fit_calibration
@@ -293,6 +293,23 @@ def _forward(model: nn.Module, batch: dict[str, Any], device: torch.device, *,
     return batch, {k: v.float() for k, v in outputs.items()}
 
 
+def _forward_tta(model: nn.Module, batch: dict[str, Any], device: torch.device, *,
+                 channels_last: bool, amp: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """`_forward`, averaged with the horizontally flipped photo (test-time augmentation).
+
+    The flipped outputs are mapped back first: masks flipped, left/right views and temples
+    swapped (the same mapping as ``inference.decoding.flip_outputs``); then the logits of
+    both passes are averaged, as the predictor's ``tta`` does.
+    """
+    batch, outputs = _forward(model, batch, device, channels_last=channels_last, amp=amp)
+    _, mirrored = _forward(model, {"image": batch["image"].flip(-1)}, device,
+                           channels_last=channels_last, amp=amp)
+    mirrored["view"] = mirrored["view"][:, list(VIEW_MIRROR)]
+    mirrored["zones"] = mirrored["zones"][:, list(ZONE_MIRROR)].flip(-1)
+    mirrored["loss"] = mirrored["loss"].flip(-1)
+    return batch, {k: (v + mirrored[k]) / 2 for k, v in outputs.items()}
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss,
                     optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, *, device: torch.device,
@@ -348,13 +365,14 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss
 def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None = None, *,
              device: torch.device, amp: bool = False, channels_last: bool = False,
              subjects: Sequence[str] | None = None, progress: bool = False,
-             desc: str = "eval") -> tuple[dict[str, float], Predictions]:
+             desc: str = "eval", tta: bool = False) -> tuple[dict[str, float], Predictions]:
     """Run ``model`` over ``loader`` and gather every output and label.
 
     Masks are compared at the label resolution (logits upsampled bilinearly, > 0).
 
     Args:
         subjects: subject id of every dataset row (by ``index``), for per-person metrics.
+        tta: average every output with that of the horizontally flipped photo.
 
     Returns:
         Mean losses (empty without ``loss_fn``) and the gathered `Predictions`.
@@ -366,8 +384,9 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None
         "index")}
     sums: dict[str, float] = {}
     photos = 0
+    forward = _forward_tta if tta else _forward
     for batch in _progress(loader, enabled=progress, desc=desc, total=len(loader)):
-        batch, outputs = _forward(model, batch, device, channels_last=channels_last, amp=amp)
+        batch, outputs = forward(model, batch, device, channels_last=channels_last, amp=amp)
         images = batch["image"]
         n = images.shape[0]
         photos += n
@@ -996,7 +1015,7 @@ def _column_values(rows: Sequence[Any], column: str) -> list[str]:
 def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
                  out_dir: str | os.PathLike | None = None, by: Sequence[str] = (),
                  batch_size: int = 32, device: str = "cpu", workers: int = 0,
-                 progress: bool = False) -> dict[str, Any]:
+                 progress: bool = False, tta: bool = False) -> dict[str, Any]:
     """Evaluate a trained run on a manifest; write ``metrics.json`` and plots.
 
     Uses the run's own input size, normalisation, temperatures and thresholds.
@@ -1010,9 +1029,12 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         workers: DataLoader worker processes.
         progress: show a progress bar.
+        tta: average with the horizontally flipped photo, as ``Predictor(tta=True)`` and
+            ``scalpscan score --tta`` do (the temperatures were fitted without it).
 
     Returns:
-        ``{"metrics": ..., "by": {column: {value: metrics}}, "model": ..., "data": ...}``.
+        ``{"metrics": ..., "by": {column: {value: metrics}}, "model": ..., "data": ...,
+        "tta": ...}``.
     """
     from data.dataset import ScalpDataset
     from data.manifest import read_manifest
@@ -1030,7 +1052,7 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
     loader = make_loader(dataset, batch_size=batch_size, train=False, seed=0, workers=workers,
                          device=torch_device)
     _, preds = evaluate(model, loader, None, device=torch_device,
-                        subjects=[r.subject for r in rows], progress=progress)
+                        subjects=[r.subject for r in rows], progress=progress, tta=tta)
     kwargs = {
         "thresholds": meta.get("thresholds"),
         "temperature": meta.get("temperature"),
@@ -1048,6 +1070,7 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
         "data": {"manifest": str(manifest), "rows": len(rows),
                  "fingerprint": data_fingerprint(rows)},
         "model_fingerprint": meta.get("data_fingerprint"),
+        "tta": tta,
         "temperature": meta.get("temperature"),
         "stage_offsets": meta.get("stage_offsets"),
         "thresholds": meta.get("thresholds"),

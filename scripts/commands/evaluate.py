@@ -12,6 +12,7 @@ examples:
   scalpscan evaluate --model runs/demo --data out/synth_test/manifest.csv
   scalpscan evaluate --model runs/lite0 --data local/norwood/valid/manifest.csv --out runs/lite0/eval_valid
   scalpscan evaluate --model runs/demo --data test.csv --by skin_tone --by hair_colour --by sex
+  scalpscan evaluate --model runs/lite0 --data valid.csv --tta --out runs/lite0/eval_valid_tta
 
 Prints per-condition AP / AUROC / F1 (at the run's calibrated thresholds) and macro
 means, stage accuracy / MAE / quadratic weighted kappa / ECE per photo and per person
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="photos per forward pass (default 32)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--workers", type=int, default=0, help="decoding processes (default 0)")
+    parser.add_argument("--tta", action="store_true",
+                        help="average with the horizontally flipped photo (as score --tta)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = evaluate_run(model, args.data, out_dir=out, by=args.by,
                               batch_size=args.batch_size, device=args.device,
-                              workers=args.workers, progress=not args.no_progress)
+                              workers=args.workers, progress=not args.no_progress,
+                              tta=args.tta)
     except (CheckpointError, ManifestError, TrainingError) as exc:
         return _fail(str(exc))
     print(format_metrics(result["metrics"], breakdowns=result["by"]))
