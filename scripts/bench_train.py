@@ -14,6 +14,7 @@ Examples::
     python -m scripts.bench_train synth         # 4,000 renders -> 1,000 renders of other seeds
     python -m scripts.bench_train synth2real    # renders alone -> real valid; renders+real -> valid
     python -m scripts.bench_train throughput    # photos/s: training step vs bare forward+backward
+    python -m scripts.bench_train reeval        # stored real/mixed runs again: current metrics + flip TTA
 
 The real data is read from ``local/norwood/{train,valid}/manifest.csv`` (written by
 ``scalpscan import``); photos are pre-resized once into ``local/cache/`` so that CPU
@@ -180,10 +181,11 @@ def _train(name: str, recipe: dict[str, Any], data: Path, val: Path | None,
     return out, time.perf_counter() - start
 
 
-def _evaluate(run: Path, manifest: Path, out: Path, by: tuple[str, ...] = ()) -> dict[str, Any]:
+def _evaluate(run: Path, manifest: Path, out: Path | None, by: tuple[str, ...] = (),
+              tta: bool = False) -> dict[str, Any]:
     from training.loop import evaluate_run
 
-    return evaluate_run(run, manifest, out_dir=out, by=by, batch_size=32)["metrics"]
+    return evaluate_run(run, manifest, out_dir=out, by=by, batch_size=32, tta=tta)["metrics"]
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +193,7 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "photos": metrics["n"],
         "stage_accuracy": stage["accuracy"], "stage_mae": stage["mae"], "stage_qwk": stage["qwk"],
-        "stage_ece": stage["ece"],
+        "stage_ece": stage["ece"], "stage_ece_floor": stage.get("ece_floor"),
         "person_n": person.get("n"), "person_accuracy": person.get("accuracy"),
         "person_mae": person.get("mae"), "person_qwk": person.get("qwk"),
         "person_ece": person.get("ece"),
@@ -265,6 +267,36 @@ def _recalibrate(name: str, test: Path) -> None:
     tmp = RESULTS / f".{name}.json.tmp"
     tmp.write_text(json.dumps(stored, indent=2) + "\n")
     os.replace(tmp, stored_path)
+
+
+def run_reeval(args: argparse.Namespace) -> None:
+    """Evaluate every stored real/mixed run again with the current code, plain and with
+    flip TTA (``score --tta``); no training, no recalibration. Updates ``test`` (new metrics
+    such as the ECE floor) and adds ``test_tta``."""
+    _, valid = _real_manifests(args.cache_side)
+    mixed_test = CACHE / f"mixed{args.cache_side}_seed0" / "test.csv"
+    for path in sorted(RESULTS.glob("*.json")):
+        name = path.stem
+        if not (name == "real" or name.startswith("real_") or name == "mixed"):
+            continue
+        stored = json.loads(path.read_text())
+        run = REPO / stored.get("run", "")
+        test = mixed_test if name == "mixed" else valid
+        if not stored.get("run") or not (run / "model.json").is_file() or not test.is_file():
+            print(f"[{name}] skipped: run folder or test manifest missing", flush=True)
+            continue
+        plain = _headline(_evaluate(run, test, run / ("eval_test" if name == "mixed" else "eval_valid"),
+                                    by=("view",)))
+        tta = _headline(_evaluate(run, test, None, tta=True))
+        changed = {k: (stored["test"].get(k), v) for k, v in plain.items()
+                   if stored["test"].get(k) is not None and v is not None
+                   and abs(stored["test"][k] - v) > 1e-9}
+        print(f"[{name}] re-evaluated; changed figures: {changed or 'none'}; TTA acc "
+              f"{_f(plain['stage_accuracy'])} -> {_f(tta['stage_accuracy'])}", flush=True)
+        stored.update(test=plain, test_tta=tta)
+        tmp = RESULTS / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(stored, indent=2) + "\n")
+        os.replace(tmp, path)
 
 
 def run_mixed(args: argparse.Namespace) -> None:
@@ -446,9 +478,9 @@ def render_report() -> str:
             "Known baseline (plain ImageNet fine-tune of EfficientNet-Lite0): acc 0.40 / QWK "
             "0.77 / MAE 0.8 unseen, 0.85 / 0.94 / 0.2 mixed.",
             "",
-            "| split | photos | acc | MAE | QWK | ECE | persons | person acc | person MAE "
-            "| person QWK | epochs | train time | command |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| split | photos | acc | MAE | QWK | ECE | ECE floor ³ | persons | person acc "
+            "| person MAE | person QWK | epochs | train time | command |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in stage_rows:
             if not r:
@@ -461,7 +493,8 @@ def render_report() -> str:
                 label += " ²"
             lines.append(
                 f"| {label} | {t['photos']} | {_f(t['stage_accuracy'])} | {_f(t['stage_mae'])} "
-                f"| {_f(t['stage_qwk'])} | {_f(t['stage_ece'])} | {t['person_n']} "
+                f"| {_f(t['stage_qwk'])} | {_f(t['stage_ece'])} | {_f(t.get('stage_ece_floor'))} "
+                f"| {t['person_n']} "
                 f"| {_f(t['person_accuracy'])} | {_f(t['person_mae'])} | {_f(t['person_qwk'])} "
                 f"| {r['epochs_run']} | {r['train_seconds'] / 60:.1f} min | `{r['command']}` |")
         if stored.get("real_first_recipe"):
@@ -494,6 +527,24 @@ def render_report() -> str:
                       "refitted with the current code on its own validation split (the command "
                       "plus `--recalibrate`, no retraining). The command as shown trains and "
                       "calibrates it this way from the start."]
+        lines += ["", "³ ECE floor: the ECE that a perfectly calibrated model would still show on "
+                  "the same photos with the same confidences (mean over 200 label sets drawn "
+                  "from those confidences; `training.metrics.ece_floor`, also in every "
+                  "`metrics.json`). ECE is biased upwards on small sets; an ECE near its floor "
+                  "is as calibrated as the set can show."]
+        tta_rows = [(name, r) for name, r in stage_rows if r and r.get("test_tta")]
+        if tta_rows:
+            lines += ["", "Flip test-time augmentation (`scalpscan score --tta`, measured with "
+                      "`scalpscan evaluate --tta`) on the same models, without → with "
+                      "(`python -m scripts.bench_train reeval`):", "",
+                      "| run | acc | MAE | QWK | ECE | person acc | person QWK | view acc |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for name, r in tta_rows:
+                a, b = r["test"], r["test_tta"]
+                cells = " | ".join(f"{_f(a[k])} → {_f(b[k])}" for k in (
+                    "stage_accuracy", "stage_mae", "stage_qwk", "stage_ece", "person_accuracy",
+                    "person_qwk", "view_accuracy"))
+                lines.append(f"| {name} | {cells} |")
         if stored.get("real"):
             rec = stored["real"].get("recipe", {})
             lines += ["", f"Recipe: {rec.get('backbone')} (ImageNet, offline weights) at "
@@ -623,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=("real", "mixed", "synth", "synth2real", "throughput",
-                                         "quick", "report"))
+                                         "quick", "reeval", "report"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for the training runs")
     parser.add_argument("--cache-side", type=int, default=224, help="pre-resize real photos to this side")
@@ -648,7 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     modes = {"real": run_real, "mixed": run_mixed, "synth": run_synth,
-             "synth2real": run_synth2real, "throughput": run_throughput, "quick": run_quick}
+             "synth2real": run_synth2real, "throughput": run_throughput, "quick": run_quick,
+             "reeval": run_reeval}
     if args.mode in modes:
         modes[args.mode](args)
     write_report(args.notes)

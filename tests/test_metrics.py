@@ -11,6 +11,7 @@ from training.metrics import (
     binary_ece,
     compute_metrics,
     condition_metrics,
+    ece_floor,
     expected_calibration_error,
     format_metrics,
     mask_counts,
@@ -68,6 +69,20 @@ def test_expected_calibration_error_by_hand() -> None:
     assert expected_calibration_error(np.array([]), np.array([])) is None
     # Binary: p=0.8 for 5 photos of which 4 positive is perfectly calibrated.
     assert binary_ece(np.full(5, 0.8), np.array([1, 1, 1, 1, 0])) == pytest.approx(0.0)
+
+
+def test_ece_floor_is_the_sampling_noise_of_a_calibrated_model() -> None:
+    # Confidence 0.5 everywhere: the accuracy of n coin flips strays from 0.5 by about
+    # E|Binomial(n, 0.5)/n - 0.5| = 0.0399 for n = 100, and far less for n = 10,000.
+    assert ece_floor(np.full(100, 0.5)) == pytest.approx(0.0399, abs=0.006)
+    assert ece_floor(np.full(10_000, 0.5)) < 0.006
+    assert ece_floor(np.full(50, 1.0)) == 0.0 and ece_floor(np.array([])) is None
+    # Same inputs, same figure (seeded), and stage metrics carry it beside the ECE.
+    confidence = np.random.default_rng(1).uniform(0.3, 1.0, 188)
+    assert ece_floor(confidence) == ece_floor(confidence)
+    probs = np.full((4, 7), 1 / 7)
+    m = stage_metrics(np.zeros(4, int), np.array([0, 1, 2, -1]), probs)
+    assert m["ece_floor"] == pytest.approx(ece_floor(np.full(3, 1 / 7)))
 
 
 def test_condition_metrics_skip_unknown_labels() -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "reliability_bins",
     "expected_calibration_error",
     "binary_ece",
+    "ece_floor",
     "condition_metrics",
     "stage_metrics",
     "person_stage",
@@ -179,6 +180,24 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
     return float((gap * bins["count"][used]).sum() / bins["count"].sum())
 
 
+def ece_floor(confidence: np.ndarray, n_bins: int = _N_BINS, *, draws: int = 200,
+              seed: int = 0) -> float | None:
+    """The ECE a perfectly calibrated model would still show on these photos.
+
+    ECE is biased upwards on small sets: even when every confidence is exactly right,
+    the accuracy within a bin of a few photos scatters around it. This is the mean ECE
+    over ``draws`` label sets drawn so that each prediction is right with probability
+    equal to its confidence; an ECE near it is calibration as good as the set can show.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    if confidence.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    values = [expected_calibration_error(confidence, rng.random(confidence.size) < confidence,
+                                         n_bins) for _ in range(draws)]
+    return float(np.mean(values))
+
+
 def binary_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = _N_BINS) -> float | None:
     """ECE of binary decisions at 0.5 (confidence = max(p, 1 - p))."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -251,19 +270,22 @@ def stage_metrics(pred: np.ndarray, true: np.ndarray, probs: np.ndarray | None =
     known = true >= 0
     pred, true = np.asarray(pred)[known], true[known]
     if len(true) == 0:
-        return {"n": 0, "accuracy": None, "mae": None, "qwk": None, "ece": None}
+        return {"n": 0, "accuracy": None, "mae": None, "qwk": None, "ece": None,
+                "ece_floor": None}
     labels = list(range(len(STAGES)))
-    ece = None
+    ece = floor = None
     if probs is not None:
         probs = np.asarray(probs)[known]
         confidence = probs[np.arange(len(pred)), pred]
         ece = expected_calibration_error(confidence, pred == true)
+        floor = ece_floor(confidence)
     return {
         "n": int(len(true)),
         "accuracy": float((pred == true).mean()),
         "mae": float(np.abs(pred - true).mean()),
         "qwk": _safe(cohen_kappa_score, true, pred, weights="quadratic", labels=labels),
         "ece": ece,
+        "ece_floor": floor,
     }
 
 
@@ -308,7 +330,8 @@ def person_stage(stage_logits: np.ndarray, true: np.ndarray, subjects: Sequence[
                                     np.concatenate([mean_cum, [0.0]]), 0, 1))
         ids.append(subject)
     if not ids:
-        return {"n": 0, "accuracy": None, "mae": None, "qwk": None, "ece": None}
+        return {"n": 0, "accuracy": None, "mae": None, "qwk": None, "ece": None,
+                "ece_floor": None}
     result = stage_metrics(np.array(person_pred), np.array(person_true), np.array(person_probs))
     result["persons"] = {s: {"true": index_true + 1, "pred": index_pred + 1}
                          for s, index_true, index_pred in zip(ids, person_true, person_pred)}
@@ -440,12 +463,13 @@ def format_metrics(metrics: Mapping, *, breakdowns: Mapping[str, Mapping] | None
     lines.append(f"{'macro':<30}  {_fmt(cond['macro_ap'])}  {_fmt(cond['macro_auroc'])}  "
                  f"{_fmt(cond['macro_f1'])}   ECE {_fmt(cond['ece'])}")
     lines.append("")
-    lines.append(f"{'stage':<18}{'n':>6}{'acc':>8}{'MAE':>8}{'QWK':>8}{'ECE':>8}")
+    lines.append(f"{'stage':<18}{'n':>6}{'acc':>8}{'MAE':>8}{'QWK':>8}{'ECE':>8}"
+                 f"{'ECE floor':>11}")
     for label, key in (("per photo", "stage"), ("per person", "stage_person")):
         if key in metrics:
             m = metrics[key]
             lines.append(f"{label:<18}{m['n']:>6}  {_fmt(m['accuracy'])}  {_fmt(m['mae'])}  "
-                         f"{_fmt(m['qwk'])}  {_fmt(m['ece'])}")
+                         f"{_fmt(m['qwk'])}  {_fmt(m['ece'])}     {_fmt(m.get('ece_floor'))}")
     v = metrics["view"]
     lines.append("")
     lines.append(f"view accuracy {_fmt(v['accuracy'])}  ECE {_fmt(v['ece'])}  (n={v['n']})")
