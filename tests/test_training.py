@@ -325,3 +325,21 @@ def test_evaluation_tta_treats_a_photo_and_its_mirror_alike(run_dir: Path, tmp_p
     np.testing.assert_allclose(tta.view_logits[1], tta.view_logits[0][list(VIEW_MIRROR)], atol=1e-5)
     np.testing.assert_allclose(tta.stage_logits[1], tta.stage_logits[0], atol=1e-5)
     np.testing.assert_allclose(tta.condition_logits[1], tta.condition_logits[0], atol=1e-5)
+
+
+def test_init_from_starts_the_whole_network_from_a_trained_run(photos: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    first = fit(_config(photos, tmp_path / "first", epochs=1, calibrate=False), log=lambda _: None)
+    # lr = 0 leaves every parameter where it started (batch-norm statistics still move).
+    second = fit(_config(photos, tmp_path / "second", epochs=1, calibrate=False, lr=0.0,
+                         seed=9, init_from=str(first)), log=lambda _: None)
+    a, b = (_tensors(p / "model.safetensors") for p in (first, second))
+    learned = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert any(k.startswith("stage_head") for k in learned)
+    assert all(torch.equal(a[k], b[k]) for k in learned)
+    with pytest.raises(TrainingError, match=r"backbone 'tiny'.*--backbone tiny"):
+        fit(_config(photos, tmp_path / "third", epochs=1, backbone="resnet18",
+                    init_from=str(first)), log=lambda _: None)
+    with pytest.raises(TrainingError, match=r"init_from: .*nowhere"):
+        fit(_config(photos, tmp_path / "fourth", epochs=1, init_from=str(tmp_path / "nowhere")),
+            log=lambda _: None)

@@ -80,6 +80,7 @@ class TrainConfig:
     backbone: str = "resnet18"  # backbone name from models.list_backbones()
     pretrained: bool = False  # start from ImageNet weights (offline packages / torchvision)
     weights: str = ""  # local backbone weights file instead (overrides `pretrained`)
+    init_from: str = ""  # run folder or model.safetensors whose whole network (heads too) starts this run
     dropout: float = 0.2  # dropout before the image-level heads
 
     # --- optimisation -----------------------------------------------------------------
@@ -144,6 +145,9 @@ class TrainConfig:
         for key in ("hflip_p", "rotate90_p"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 problems.append(f"{key}={getattr(self, key)!r}: must be a probability in [0, 1]")
+        if self.init_from and self.weights:
+            problems.append("init_from and weights both set: init_from starts the whole "
+                            "network from a run, weights only the backbone; choose one")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout!r}: must be in [0, 1)")
         if not 0.0 <= self.label_smoothing < 1.0:

