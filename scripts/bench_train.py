@@ -197,6 +197,7 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
         "person_n": person.get("n"), "person_accuracy": person.get("accuracy"),
         "person_mae": person.get("mae"), "person_qwk": person.get("qwk"),
         "person_ece": person.get("ece"),
+        "stage_ci": stage.get("ci"), "person_ci": person.get("ci"),
         "view_accuracy": metrics["view"]["accuracy"],
         "conditions_macro_f1": metrics["conditions"]["macro_f1"],
         "zones_mean_iou": metrics["zones"]["mean_iou"],

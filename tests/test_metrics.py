@@ -20,6 +20,7 @@ from training.metrics import (
     ordinal_predict,
     ordinal_probabilities,
     person_stage,
+    stage_confidence_intervals,
     stage_metrics,
     view_metrics,
 )
@@ -83,6 +84,49 @@ def test_ece_floor_is_the_sampling_noise_of_a_calibrated_model() -> None:
     probs = np.full((4, 7), 1 / 7)
     m = stage_metrics(np.zeros(4, int), np.array([0, 1, 2, -1]), probs)
     assert m["ece_floor"] == pytest.approx(ece_floor(np.full(3, 1 / 7)))
+
+
+def test_stage_intervals_resample_persons_and_hold_the_point_estimate() -> None:
+    rng = np.random.default_rng(0)
+    subjects = [f"P{i // 5}" for i in range(100)]  # 20 persons, 5 photos each
+    true = np.repeat(rng.integers(0, 7, 20), 5)
+    pred = np.clip(true + rng.integers(-1, 2, 100), 0, 6)
+    true[3] = -1  # an unknown stage is left out
+    persons = {f"P{p}": {"true": int(true[p * 5 + 1]) + 1, "pred": int(pred[p * 5]) + 1}
+               for p in range(20)}
+    ci = stage_confidence_intervals(pred, true, subjects, persons, draws=500)
+    point = stage_metrics(pred, true)
+    # The figures of one draw come from a confusion matrix; on the data itself they match.
+    from training.metrics import _confusion_scores
+
+    conf = np.zeros((7, 7))
+    np.add.at(conf, (true[true >= 0], pred[true >= 0]), 1)
+    for key, value in _confusion_scores(conf).items():
+        assert value == pytest.approx(point[key])
+    for key in ("accuracy", "mae", "qwk"):
+        low, high = ci["stage"][key]
+        assert low < point[key] < high
+        assert ci["stage_person"][key][0] <= ci["stage_person"][key][1]
+    assert ci["stage"]["level"] == 0.95 and ci["stage"]["draws"] == 500
+    # Same inputs, same intervals; more persons, narrower intervals.
+    assert stage_confidence_intervals(pred, true, subjects, persons, draws=500) == ci
+    wide = ci["stage"]["accuracy"][1] - ci["stage"]["accuracy"][0]
+    many = stage_confidence_intervals(np.tile(pred, 10), np.tile(true, 10),
+                                      [f"{s}-{k}" for k in range(10) for s in subjects], draws=500)
+    assert many["stage"]["accuracy"][1] - many["stage"]["accuracy"][0] < wide / 2
+    assert many["stage_person"]["accuracy"] is None  # no per-person results given
+
+
+def test_stage_intervals_are_wider_when_a_persons_photos_agree() -> None:
+    # 10 persons, 10 photos each, each person entirely right or entirely wrong: the photos
+    # are not 100 independent draws, and resampling persons shows it.
+    subjects = [f"P{i // 10}" for i in range(100)]
+    true = np.zeros(100, int)
+    pred = np.where(np.arange(100) < 50, 0, 1)
+    by_person = stage_confidence_intervals(pred, true, subjects, draws=1000)["stage"]["accuracy"]
+    by_photo = stage_confidence_intervals(pred, true, [str(i) for i in range(100)],
+                                          draws=1000)["stage"]["accuracy"]
+    assert by_person[1] - by_person[0] > 2 * (by_photo[1] - by_photo[0])
 
 
 def test_condition_metrics_skip_unknown_labels() -> None:

@@ -257,6 +257,7 @@ def test_train_then_evaluate_round_trip_leaves_no_pickle(photos: dict[str, Path]
     for png in ("precision_recall.png", "stage_confusion.png", "reliability.png"):
         assert (run / "eval" / png).stat().st_size > 1000
     assert metrics["tta"] is False
+    assert metrics["metrics"]["stage"]["ci"]["draws"] == 1000
     result = subprocess.run(
         [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run), "--data",
          str(photos["val"]), "--tta", "--out", str(run / "eval_tta"), "--no-progress"],

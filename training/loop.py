@@ -1038,7 +1038,8 @@ def _column_values(rows: Sequence[Any], column: str) -> list[str]:
 def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
                  out_dir: str | os.PathLike | None = None, by: Sequence[str] = (),
                  batch_size: int = 32, device: str = "cpu", workers: int = 0,
-                 progress: bool = False, tta: bool = False) -> dict[str, Any]:
+                 progress: bool = False, tta: bool = False,
+                 ci_draws: int = 1000) -> dict[str, Any]:
     """Evaluate a trained run on a manifest; write ``metrics.json`` and plots.
 
     Uses the run's own input size, normalisation, temperatures and thresholds.
@@ -1054,6 +1055,8 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
         progress: show a progress bar.
         tta: average with the horizontally flipped photo, as ``Predictor(tta=True)`` and
             ``scalpscan score --tta`` do (the temperatures were fitted without it).
+        ci_draws: person-bootstrap draws for the stage intervals (0 = none); the
+            breakdowns get none.
 
     Returns:
         ``{"metrics": ..., "by": {column: {value: metrics}}, "model": ..., "data": ...,
@@ -1082,7 +1085,7 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
         "stage_offsets": meta.get("stage_offsets"),
         "view_weights": (meta.get("config") or {}).get("stage_view_weights"),
     }
-    metrics = compute_metrics(preds, **kwargs)
+    metrics = compute_metrics(preds, **kwargs, ci_draws=ci_draws)
     breakdowns = {
         column: compute_by(preds, column, [values[i] for i in preds.index], **kwargs)
         for column, values in groups.items()

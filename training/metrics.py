@@ -13,6 +13,7 @@ import warnings
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -38,6 +39,7 @@ __all__ = [
     "condition_metrics",
     "stage_metrics",
     "person_stage",
+    "stage_confidence_intervals",
     "view_metrics",
     "mask_counts",
     "mask_metrics",
@@ -338,6 +340,80 @@ def person_stage(stage_logits: np.ndarray, true: np.ndarray, subjects: Sequence[
     return result
 
 
+def _confusion_scores(conf: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, MAE and quadratic weighted kappa of ``[..., K, K]`` confusion counts
+    (rows true, columns predicted); NaN where undefined."""
+    k = conf.shape[-1]
+    i, j = np.indices((k, k))
+    n = conf.sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = conf.sum(-1)[..., :, None] * conf.sum(-2)[..., None, :] / n[..., None, None]
+        weights = (i - j) ** 2
+        observed = (weights * conf).sum(axis=(-2, -1))
+        chance = (weights * expected).sum(axis=(-2, -1))
+        return {
+            "accuracy": np.trace(conf, axis1=-2, axis2=-1) / n,
+            "mae": (np.abs(i - j) * conf).sum(axis=(-2, -1)) / n,
+            "qwk": np.where(chance > 0, 1.0 - observed / chance, np.nan),
+        }
+
+
+def stage_confidence_intervals(pred: np.ndarray, true: np.ndarray, subjects: Sequence[str],
+                               persons: Mapping[str, Mapping[str, int]] | None = None, *,
+                               draws: int = 1000, level: float = 0.95,
+                               seed: int = 0) -> dict[str, dict]:
+    """Bootstrap intervals for stage accuracy, MAE and QWK, resampling **persons**.
+
+    Photos of one person are not independent (same head, same stage), so the persons are
+    drawn with replacement, each bringing all of their photos: the intervals show how much
+    the figures would move on another set of people like these. The same draws give the
+    per-person intervals.
+
+    Args:
+        pred: [N] predicted class index per photo.
+        true: [N] true class index, -1 unknown (left out).
+        subjects: [N] person ids (photos without one count as their own person).
+        persons: subject -> {"true": stage, "pred": stage} from `person_stage`, or None.
+        draws: bootstrap draws.
+        level: coverage of the percentile intervals.
+        seed: the draws' seed (same inputs, same intervals).
+
+    Returns:
+        ``{"stage": {...}, "stage_person": {...}}``; each holds ``level``, ``draws`` and
+        ``[low, high]`` for ``accuracy``, ``mae`` and ``qwk`` (None where undefined).
+    """
+    k = len(STAGES)
+    true = np.asarray(true)
+    pred = np.asarray(pred)
+    ids = [s or f"#photo{i}" for i, s in enumerate(subjects)] if len(subjects) else \
+        [f"#photo{i}" for i in range(len(true))]
+    names = sorted(set(ids) | set(persons or {}))
+    where = {name: i for i, name in enumerate(names)}
+    photo_conf = np.zeros((len(names), k, k))
+    for i in np.flatnonzero(true >= 0):
+        photo_conf[where[ids[i]], true[i], pred[i]] += 1
+    person_conf = np.zeros((len(names), k, k))
+    for name, row in (persons or {}).items():
+        person_conf[where[name], row["true"] - 1, row["pred"] - 1] = 1
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(names), size=(draws, len(names)))
+    counts = np.stack([np.bincount(row, minlength=len(names)) for row in picks]).astype(float)
+    tail = (1.0 - level) / 2 * 100
+
+    def interval(conf: np.ndarray) -> dict:
+        out: dict[str, Any] = {"level": level, "draws": draws}
+        if not conf.any():
+            return {**out, "accuracy": None, "mae": None, "qwk": None}
+        sampled = (counts @ conf.reshape(len(names), -1)).reshape(draws, k, k)
+        for key, values in _confusion_scores(sampled).items():
+            values = values[np.isfinite(values)]
+            out[key] = ([float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+                        if values.size else None)
+        return out
+
+    return {"stage": interval(photo_conf), "stage_person": interval(person_conf)}
+
+
 def view_metrics(logits: np.ndarray, true: np.ndarray) -> dict:
     """View accuracy and ECE over photos with a known view."""
     true = np.asarray(true)
@@ -394,7 +470,8 @@ def mask_metrics(counts: np.ndarray, known: np.ndarray, names: Sequence[str]) ->
 def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | None = None,
                     temperature: Mapping[str, float] | None = None,
                     view_weights: Mapping[str, float] | None = None,
-                    stage_offsets: Sequence[float] | None = None) -> dict:
+                    stage_offsets: Sequence[float] | None = None,
+                    ci_draws: int = 0) -> dict:
     """Every metric of every head, plus per-person stage, as a JSON-ready dict.
 
     Args:
@@ -404,6 +481,8 @@ def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | Non
         view_weights: view -> weight when combining one person's photos.
         stage_offsets: calibrated offset per stage threshold, added to the tempered
             cumulative logits (model.json ``"stage_offsets"``; None = zeros).
+        ci_draws: when > 0, add 95 % person-bootstrap intervals (``"ci"``) to the stage
+            and per-person stage metrics (`stage_confidence_intervals`).
     """
     t = {"conditions": 1.0, "stage": 1.0, "view": 1.0, **dict(temperature or {})}
     cond_probs = sigmoid(preds.condition_logits / t["conditions"])
@@ -425,6 +504,13 @@ def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | Non
                                               views, view_weights=view_weights,
                                               temperature=t["stage"],
                                               offsets=stage_offsets)
+    if ci_draws > 0:
+        intervals = stage_confidence_intervals(
+            stage_pred, preds.stage, preds.subjects,
+            (result.get("stage_person") or {}).get("persons"), draws=ci_draws)
+        result["stage"]["ci"] = intervals["stage"]
+        if "stage_person" in result:
+            result["stage_person"]["ci"] = intervals["stage_person"]
     return result
 
 
@@ -470,6 +556,12 @@ def format_metrics(metrics: Mapping, *, breakdowns: Mapping[str, Mapping] | None
             m = metrics[key]
             lines.append(f"{label:<18}{m['n']:>6}  {_fmt(m['accuracy'])}  {_fmt(m['mae'])}  "
                          f"{_fmt(m['qwk'])}  {_fmt(m['ece'])}     {_fmt(m.get('ece_floor'))}")
+            ci = m.get("ci")
+            if ci and ci.get("accuracy"):
+                cells = "  ".join(f"{name} {ci[key][0]:.3f}-{ci[key][1]:.3f}" for key, name in (
+                    ("accuracy", "acc"), ("mae", "MAE"), ("qwk", "QWK")) if ci.get(key))
+                lines.append(f"{'':<18}{'':>6}  {ci['level']:.0%} interval, persons "
+                             f"resampled: {cells}")
     v = metrics["view"]
     lines.append("")
     lines.append(f"view accuracy {_fmt(v['accuracy'])}  ECE {_fmt(v['ece'])}  (n={v['n']})")

@@ -16,7 +16,8 @@ examples:
 
 Prints per-condition AP / AUROC / F1 (at the run's calibrated thresholds) and macro
 means, stage accuracy / MAE / quadratic weighted kappa / ECE per photo and per person
-(all views of one subject combined), view accuracy, zone and loss-map IoU and Dice, and
+(all views of one subject combined) with 95 % intervals from resampling the persons
+(--ci draws), view accuracy, zone and loss-map IoU and Dice, and
 the same broken down by view and by every --by column (any manifest column: sex,
 skin_tone, hair_colour, source, ...). Writes metrics.json and PNG plots (learning curves,
 precision-recall, stage confusion, reliability) to --out (default: RUN/eval).
@@ -34,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="photos per forward pass (default 32)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--workers", type=int, default=0, help="decoding processes (default 0)")
+    parser.add_argument("--ci", type=int, default=1000, metavar="DRAWS",
+                        help="person-bootstrap draws for the 95%% stage intervals (default 1000; 0 = none)")
     parser.add_argument("--tta", action="store_true",
                         help="average with the horizontally flipped photo (as score --tta)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,13 +63,15 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--data {args.data}: no such file")
     if args.batch_size < 1:
         return _fail(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.ci < 0:
+        return _fail(f"--ci {args.ci}: must be 0 (no intervals) or a number of draws")
     run_dir = model if model.is_dir() else model.parent
     out = Path(args.out) if args.out else run_dir / "eval"
     try:
         result = evaluate_run(model, args.data, out_dir=out, by=args.by,
                               batch_size=args.batch_size, device=args.device,
                               workers=args.workers, progress=not args.no_progress,
-                              tta=args.tta)
+                              tta=args.tta, ci_draws=args.ci)
     except (CheckpointError, ManifestError, TrainingError) as exc:
         return _fail(str(exc))
     print(format_metrics(result["metrics"], breakdowns=result["by"]))
