@@ -234,12 +234,35 @@ def run_real(args: argparse.Namespace) -> None:
     if args.recalibrate:
         _recalibrate(name, valid)
         return
-    run, seconds = _train(name, REAL_RECIPE, train, None, args.set)
+    val = None
+    if args.renders:
+        train, val = _real_plus_renders(train, args.renders, args.synth_size,
+                                        int(_overrides(args.set).get("seed", 0)))
+    run, seconds = _train(name, REAL_RECIPE, train, val, args.set)
     metrics = _evaluate(run, valid, run / "eval_valid", by=("view",))
     _save(name, {"title": "Real photos, persons never seen (Norwood train -> valid)",
                    "recipe": {**REAL_RECIPE, **_overrides(args.set)},
+                   "renders": args.renders, "render_size": args.synth_size if args.renders else None,
                    "epochs_run": _epochs_run(run), "train_seconds": seconds,
                    "test": _headline(metrics), "run": str(run.relative_to(REPO))})
+
+
+def _real_plus_renders(train: Path, n: int, size: int, seed: int) -> tuple[Path, Path]:
+    """Real train photos plus ``n`` renders for training; validation = real photos only.
+
+    The validation persons are the ones the run would hold out without renders (the same
+    subject-grouped split, same seed), so runs with and without renders pick their best
+    epoch and calibrate on the same real people.
+    """
+    from data.manifest import read_manifest
+    from data.splits import split_rows
+
+    fraction = REAL_RECIPE["val_fraction"]
+    parts = split_rows(read_manifest(train), (1 - fraction, fraction), seed=seed)
+    renders = read_manifest(_render(CACHE / f"synth_train_{n}_{size}", n, 1000, size))
+    folder = train.parent.parent / f"plus_{n}_renders_{size}_seed{seed}"
+    return (_write_rows(parts["train"] + renders, folder / "train.csv"),
+            _write_rows(parts["val"], folder / "val.csv"))
 
 
 def _recalibrate(name: str, test: Path) -> None:
@@ -686,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, help="network input side (synth, throughput)")
     parser.add_argument("--epochs", type=int, help="synth2real: epochs of the comparison runs")
     parser.add_argument("--n-renders", type=int, default=1000, help="synth2real: renders added to real")
+    parser.add_argument("--renders", type=int, default=0,
+                        help="real: add this many renders (--synth-size px) to the training photos")
     parser.add_argument("--no-compare", action="store_true",
                         help="synth2real: only test the renders-only model (no renders+real runs)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="throughput: backbone")
