@@ -257,16 +257,19 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     with open(path, "rb") as handle:
         head = handle.read(16)
     size = path.stat().st_size
-    if head.startswith(b"PK\x03\x04"):
-        raise CheckpointError(f"{path} is a zip archive (a torch.save .pt file?), not "
-                              f"safetensors; scalpscan never unpickles checkpoints")
-    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}"):
-        raise CheckpointError(f"{path} looks like a Python pickle, not safetensors; it was "
-                              f"not loaded (unpickling can run arbitrary code)")
-    if len(head) < 9:
-        raise CheckpointError(f"{path} is too short ({size} bytes) to be a safetensors file")
-    (header_len,) = struct.unpack("<Q", head[:8])
-    if header_len > min(_MAX_HEADER, size - 8) or head[8:9] != b"{":
+    # A safetensors file is an 8-byte little-endian header length, then a JSON header.
+    # Check that shape first: the length's first byte can be anything, 0x80 (pickle's
+    # PROTO opcode) included, so the pickle/zip checks below only name what else it is.
+    (header_len,) = struct.unpack("<Q", head[:8]) if len(head) >= 8 else (0,)
+    if not (0 < header_len <= min(_MAX_HEADER, size - 8) and head[8:9] == b"{"):
+        if head.startswith(b"PK\x03\x04"):
+            raise CheckpointError(f"{path} is a zip archive (a torch.save .pt file?), not "
+                                  f"safetensors; scalpscan never unpickles checkpoints")
+        if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}"):
+            raise CheckpointError(f"{path} looks like a Python pickle, not safetensors; it "
+                                  f"was not loaded (unpickling can run arbitrary code)")
+        if len(head) < 9:
+            raise CheckpointError(f"{path} is too short ({size} bytes) to be a safetensors file")
         raise CheckpointError(f"{path} is not a safetensors file (bad header)")
     try:
         return load_file(str(path), device="cpu")

@@ -127,6 +127,25 @@ def test_pickle_in_place_of_the_weights_is_refused_unexecuted(run) -> None:
     assert not marker.exists()
 
 
+def test_weights_whose_header_length_starts_with_the_pickle_byte_load(run) -> None:
+    # The first byte of a safetensors file is the low byte of its header length; 0x80 is
+    # also pickle's first byte. Such a file is safetensors all the same (a real run hit it).
+    import struct
+
+    from safetensors.torch import save
+
+    folder, model = run
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    for pad in range(512):
+        data = save(state, metadata={"pad": "x" * pad})
+        if struct.unpack("<Q", data[:8])[0] % 256 == 0x80:
+            break
+    assert data[:1] == b"\x80"
+    (folder / "model.safetensors").write_bytes(data)
+    loaded, _ = load_checkpoint(folder)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+
+
 def test_torch_save_file_in_place_of_the_weights_is_refused(run) -> None:
     folder, model = run
     torch.save(model.state_dict(), folder / "model.safetensors")
