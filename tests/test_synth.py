@@ -212,20 +212,47 @@ def test_bad_counts_are_refused(tmp_path: Path) -> None:
         synthesize(tmp_path / "x", 1, -1)
 
 
-def test_head_fills_most_of_the_frame_in_every_view() -> None:
-    """Close-ups like clinic and phone photos: the head covers most of the picture, and
-    from above the scalp alone does."""
+def test_frame_holds_the_head_and_what_real_photos_show_around_it() -> None:
+    """Close-ups like clinic and phone photos: the person fills most of the picture and the
+    head most of that (from above the scalp alone does); as in real photos, a back view
+    shows the neck and collar in its bottom third and a profile shows the face."""
     from data.synth import head as H
     from data.synth.render import sample_camera
 
     shape = H.head_shape(1.0, 1.0, 1.0)
     for view in VIEWS:
-        person, scalp = [], []
+        person, head, scalp, body_low, face = [], [], [], [], []
         for seed in range(10):
-            scene = H.cast(shape, sample_camera(view, _rng(seed), SIZE, shape))
-            head = (scene.part >= H.CRANIUM) & (scene.part <= H.EAR_RIGHT)
-            person.append(np.mean(head))
-            scalp.append(np.mean(scene.part == H.CRANIUM))
+            part = H.cast(shape, sample_camera(view, _rng(seed), SIZE, shape)).part
+            person.append(np.mean(part != H.BACKGROUND))
+            head.append(np.mean((part >= H.CRANIUM) & (part <= H.EAR_RIGHT)))
+            scalp.append(np.mean(part == H.CRANIUM))
+            low = part[2 * SIZE // 3 :]
+            body_low.append(np.mean((low == H.NECK) | (low == H.SHOULDERS)))
+            face.append(np.mean((part == H.FACE) | (part == H.NOSE)))
         assert np.mean(person) > 0.6, (view, person)
+        assert np.mean(head) > 0.45, (view, head)
         if view == "top":
             assert np.mean(scalp) > 0.55, scalp
+        if view == "back":
+            assert np.mean(body_low) > 0.25, body_low
+        if view in ("left", "right"):
+            assert min(face) > 0.04, (view, face)
+
+
+def test_front_views_show_brows_and_eyes_on_the_forehead() -> None:
+    """The brows and eyes lie where the cranium ellipsoid, not the face ellipsoid, is
+    outermost; they must be painted there or no front photo would show them."""
+    from data.synth import head as H
+    from data.synth.render import _face_features, sample_camera
+
+    subject = _plain_subject()
+    shape = H.head_shape(*subject.shape)
+    for seed in range(3):
+        scene = H.cast(shape, sample_camera("front", _rng(seed), 128, shape))
+        albedo = np.full((128, 128, 3), 0.8, dtype=np.float32)
+        _face_features(albedo, scene, subject, _rng(seed))
+        darker = albedo.mean(axis=-1) < 0.7
+        # Brows and eyes: dark pixels on the cranium, in the bottom half of the picture.
+        assert np.count_nonzero(darker[64:] & (scene.part[64:] == H.CRANIUM)) > 40, seed
+        assert not np.any(darker[:32]), seed  # nothing painted on the top of the head

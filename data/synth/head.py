@@ -71,7 +71,7 @@ def head_shape(width: float = 1.0, length: float = 1.0, height: float = 1.0) -> 
     centres = np.array(
         [
             [0.0, 0.0, 0.0],  # cranium
-            [0.0, 0.34 * length, -0.52],  # face and jaw
+            [0.0, 0.46 * length, -0.52],  # face and jaw (forward: no jowl behind the cheek)
             [0.0, 1.0 * length, -0.47],  # nose
             [0.73 * width, -0.04, -0.3],  # ear, person's left
             [-0.73 * width, -0.04, -0.3],  # ear, person's right
@@ -82,11 +82,11 @@ def head_shape(width: float = 1.0, length: float = 1.0, height: float = 1.0) -> 
     axes = np.array(
         [
             cranium_axes,
-            [0.6 * width, 0.6, 0.76],
+            [0.55 * width, 0.5, 0.76],
             [0.085, 0.21, 0.17],
             [0.09, 0.19, 0.31],
             [0.09, 0.19, 0.31],
-            [0.5, 0.55, 0.75],
+            [0.5, 0.47, 0.75],  # thinner front to back than the jaw above it
             [1.75, 0.85, 1.0],
         ]
     )

@@ -1,10 +1,11 @@
 """Render one labelled photo of a subject from one view.
 
 The photo is composed in a few vectorised passes: a close-up camera framed on the head's
-outline, ray-cast head, scalp maps (density, loss, zones), skin and face albedo, a hair
-underlayer for dense hair, soft shading with a light from above and skin shine, strands,
-then the camera's faults (blur, noise, colour cast, 90-degree rotation); JPEG artefacts
-come from saving as JPEG.
+outline (with the face, neck or collar that real photos of each view show around it),
+ray-cast head, scalp maps (density, loss, zones), skin and face albedo, a hair underlayer
+for dense hair, soft shading with a light from above, contact shadows and skin shine,
+strands, then the camera's faults (blur, noise, colour cast, 90-degree rotation); JPEG
+artefacts come from saving as JPEG.
 
 The loss mask says what the photo shows: a lost or scarred scalp pixel counts only when
 it is visible (not hidden by the ear, the face or other hair), and a condition's bit is
@@ -53,8 +54,10 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int, low: float, h
 
 
 # Per view: camera angles and the parts whose outline the photo is framed on. Real clinic
-# and phone photos are close-ups: the head fills 70-100 % of the frame and is sometimes cut
-# off at an edge, so the frame is sized from the projected outline of those parts.
+# and phone photos are close-ups: the head fills most of the frame and is sometimes cut off
+# at an edge, so the frame is sized from the projected outline of those parts. What shows
+# around the scalp tells the views apart in real photos: the forehead, brows and eyes at the
+# bottom of a front view, the neck and collar under a back view, the whole face in profile.
 _FRAMED_PARTS: dict[str, tuple[int, ...]] = {
     "front": (H.CRANIUM, H.FACE),
     "top": (H.CRANIUM,),
@@ -83,8 +86,9 @@ def _outline_box(
 
 
 def sample_camera(view: str, rng: np.random.Generator, size: int, shape: H.HeadShape) -> H.Camera:
-    """The camera of one photo: angles, roll and stretch drawn for ``view``, framed so the
-    head spans 90-125 % of the picture (a close-up, now and then cut off at an edge).
+    """The camera of one photo: angles, roll and stretch drawn for ``view``, framed on the
+    head's outline plus some room below it for the body (a close-up, now and then cut off
+    at an edge).
 
     Args:
         view: one of `data.vocab.VIEWS`.
@@ -92,26 +96,36 @@ def sample_camera(view: str, rng: np.random.Generator, size: int, shape: H.HeadS
         size: picture side in pixels.
         shape: the subject's head, whose outline the frame is sized on.
     """
-    if view == "front":  # looking down at the forehead and hairline, face at the bottom
-        az, el = rng.normal(0, 0.15), rng.uniform(0.35, 0.95)
-        fill, shift = rng.uniform(0.95, 1.25), (0.0, rng.uniform(-0.1, 0.1))
-    elif view == "top":
+    # fill: outline size / picture size; below: room added under the outline, as a share
+    # of its height (neck, collar and shoulders); shift: slide of the frame (right, up) as
+    # a share of its half side; tilt: roll of the picture on top of a small random one.
+    tilt = 0.0
+    if view == "front":  # looking down at the forehead; brows and eyes at the bottom
+        az, el = rng.normal(0, 0.15), rng.uniform(0.3, 0.9)
+        fill, below, shift = rng.uniform(0.95, 1.3), 0.0, (0.0, rng.uniform(-0.05, 0.15))
+    elif view == "top":  # the crown from above, shoulders around it
         az, el = rng.uniform(-0.4, 0.4), rng.uniform(1.1, 1.5)
-        fill, shift = rng.uniform(0.9, 1.2), (0.0, rng.uniform(-0.1, 0.1))
-    elif view == "back":  # the nape and the neck at the bottom
-        az, el = np.pi + rng.normal(0, 0.2), rng.uniform(0.0, 0.6)
-        fill, shift = rng.uniform(0.9, 1.2), (0.0, rng.uniform(-0.2, 0.05))
-    elif view in ("left", "right"):  # a profile with the ear near the middle
+        fill, below, shift = rng.uniform(0.85, 1.2), 0.0, (0.0, rng.uniform(-0.1, 0.1))
+    elif view == "back":  # the nape, the neck and the collar fill the bottom third
+        # Level with the nape or from above it (crown and nape both in the picture).
+        az, el = np.pi + rng.normal(0, 0.2), rng.uniform(-0.1, 1.0)
+        fill, below, shift = rng.uniform(1.05, 1.35), rng.uniform(0.1, 0.45), (0.0, rng.uniform(-0.1, 0.05))
+    elif view in ("left", "right"):  # the whole profile, face and chin included
         sign = 1.0 if view == "left" else -1.0
-        az, el = sign * (np.pi / 2 + rng.normal(0, 0.22)), rng.uniform(-0.1, 0.4)
-        fill, shift = rng.uniform(0.9, 1.25), (rng.uniform(-0.08, 0.08), rng.uniform(0.0, 0.12))
+        # Turned a little towards the face more often than away: the eye and cheek show.
+        az, el = sign * (np.pi / 2 + rng.normal(-0.12, 0.22)), rng.uniform(-0.1, 0.4)
+        # People look down (at the floor, into the phone): seen from the side, a head
+        # bowed forward is the picture turned, nose down.
+        tilt = -sign * rng.uniform(-0.1, 0.45)
+        fill, below, shift = rng.uniform(0.95, 1.25), rng.uniform(0.0, 0.2), (rng.uniform(-0.06, 0.06), 0.0)
     else:
         raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
-    roll = rng.normal(0, 0.12)
+    roll = tilt + rng.normal(0, 0.12)
     # Phones shoot 3:4 or 9:16 and exports stretch to a square: squash or stretch a third.
     aspect = float(np.exp(rng.uniform(-0.28, 0.28))) if rng.random() < 0.35 else 1.0
     probe = H.make_camera(az, el, roll, np.zeros(3), 1.0, size, aspect)
     r0, r1, u0, u1 = _outline_box(shape, probe, _FRAMED_PARTS[view])
+    u0 -= below * (u1 - u0)
     half = max((r1 - r0) * aspect, u1 - u0) / 2
     extent = half / fill
     # Centre on the outline, then slide the frame a little (heads are rarely centred).
@@ -160,9 +174,32 @@ def _soft_step(x: np.ndarray) -> np.ndarray:
     return np.clip(0.5 + 0.5 * x, 0.0, 1.0)
 
 
+def _contact_shadow(scene: H.Scene, body: np.ndarray) -> np.ndarray:
+    """Darkening (S, S), 1 = none, where a surface lies behind its neighbourhood.
+
+    Ellipsoids that merely meet read as pasted-on balls; real folds and contacts (under
+    the jaw, behind the ear, the collar, the nape over the neck) are in shadow. Points
+    further from the camera than the mean of their body neighbours get darker.
+    """
+    camera = scene.camera
+    depth = (scene.point @ camera.back.astype(np.float32)) * body
+    weight = body.astype(np.float32)
+    sigma = 0.04 * camera.size
+    mean = cv2.GaussianBlur(depth, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-3)
+    behind = np.clip((mean - depth) / 0.15, 0.0, 1.0)  # world units: about 1.5 cm
+    return (1.0 - 0.45 * behind * body).astype(np.float32)
+
+
 def _face_features(alb: np.ndarray, scene: H.Scene, subject: Subject, rng: np.random.Generator) -> None:
-    """Eyebrows, eyes, mouth and beard painted onto the face albedo, in place."""
-    mask = scene.part == H.FACE
+    """Eyebrows, eyes, mouth and beard painted onto the face albedo, in place.
+
+    The brows and eyes sit where the cranium ellipsoid, not the face ellipsoid, bulges
+    forward (the forehead and brow ridge), so the low front of the cranium is painted too:
+    without it no photo would show the eyes that real front and side photos show.
+    """
+    point = scene.point
+    brow_ridge = (scene.part == H.CRANIUM) & (point[..., 1] > 0.3) & (point[..., 2] < 0.1)
+    mask = (scene.part == H.FACE) | brow_ridge
     if not mask.any():
         return
     p = scene.point[mask]
@@ -173,12 +210,11 @@ def _face_features(alb: np.ndarray, scene: H.Scene, subject: Subject, rng: np.ra
     front = y > 0.55
     brow = front & (np.abs(z - (-0.04 - 0.6 * (ax - 0.25) ** 2)) < 0.03) & (ax > 0.07) & (ax < 0.45)
     colours[brow] = colours[brow] * 0.2 + brow_rgb * 0.8
-    socket = front & (((ax - 0.24) / 0.17) ** 2 + ((z + 0.18) / 0.1) ** 2 < 1)
     # Eye sockets in shadow, lids half closed (people look down for these photos): a dark
     # lash line over a muted eye, no cartoon white and pupil.
     depth = 1 - (((ax - 0.24) / 0.17) ** 2 + ((z + 0.18) / 0.1) ** 2)
     socket = front & (depth > 0)
-    colours[socket] *= (1 - 0.25 * np.sqrt(depth[socket]))[:, None]
+    colours[socket] *= (1 - 0.35 * np.sqrt(depth[socket]))[:, None]
     eye = front & (((ax - 0.24) / 0.09) ** 2 + ((z + 0.2) / 0.03) ** 2 < 1)
     colours[eye] = colours[eye] * 0.5 + 0.12
     iris = eye & (np.abs(ax - 0.24) < 0.025)
@@ -293,6 +329,7 @@ def render_photo(
     diffuse = np.clip((soft @ light + wrap) / (1 + wrap), 0, 1)
     facing_cam = np.clip(soft @ camera.back.astype(np.float32), 0, 1)
     shade = ((ambient + (1 - ambient) * diffuse) * (0.75 + 0.25 * np.sqrt(facing_cam))).astype(np.float32)
+    shade *= _contact_shadow(scene, body)
     warm = np.array([0.2, 0.0, -0.1], dtype=np.float32)
     shade_rgb = shade[..., None] * (1 + (1 - shade)[..., None] * warm)
     oily = _smooth_noise(rng, size, 5, 0.5, 1.4)
