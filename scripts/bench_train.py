@@ -144,7 +144,19 @@ def _real_manifests(side: int) -> tuple[Path, Path]:
             cache_resized(NORWOOD / "valid" / "manifest.csv", side, CACHE / f"norwood{side}" / "valid"))
 
 
+def _renderer_version() -> str:
+    """Short hash of the renderer's source: cached renders are kept per renderer version,
+    so a changed renderer never trains or tests on stale renders."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "data" / "synth").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def _render(out: Path, n: int, seed: int, size: int) -> Path:
+    out = out.with_name(f"{out.name}_r{_renderer_version()}")
     manifest = out / "manifest.csv"
     if not manifest.is_file():
         subprocess.run([sys.executable, "-m", "scripts.cli", "synth", str(out), "--n", str(n),
