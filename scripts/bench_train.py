@@ -70,6 +70,22 @@ REAL_RECIPE: dict[str, Any] = {
     "progress": False,
 }
 
+# What each tried recipe changed (result name -> note), for the report.
+RECIPE_NOTES: dict[str, str] = {
+    "real_v3": "160 px (cheaper epochs)",
+    "real_v4": "224 px (the backbone's native side) and 12 epochs",
+    "real_v4_seed1": "v4 with seed 1 (another initialisation, shuffling and internal split)",
+    "real_lite1": "EfficientNet-Lite1 at 256 px, 12 epochs (a larger offline backbone)",
+    "real_v4_init_synth": "v4 started from every weight of the synthetic Lite0 model "
+                          "(`synth_lite0_long`, 20 epochs on 4,000 v2 renders; `init_from`): "
+                          "pretraining on renders",
+    "real_v4_renders": "v4 with 1,000 renders (current renderer, 256 px) added to the training "
+                       "photos; the same real persons validate",
+}
+
+# The conclusion drawn from the tried recipes (kept by hand: it is a judgement).
+RECIPE_VERDICT = "PENDING"
+
 # The renders: a small backbone a 2-core CPU can train in minutes (see BENCHMARKS.md).
 SYNTH_RECIPE: dict[str, Any] = {
     "backbone": "tiny",
@@ -364,6 +380,7 @@ def run_mixed(args: argparse.Namespace) -> None:
 def run_synth(args: argparse.Namespace) -> None:
     """Train on renders, test on renders of seeds never used in training."""
     size = args.synth_size
+    renderer = _renderer_version()
     train = _render(CACHE / f"synth_train_{args.n_train}_{size}", args.n_train, 1000, size)
     test = _render(CACHE / f"synth_test_{args.n_test}_{size}", args.n_test, 9000, size)
     recipe = {**SYNTH_RECIPE, "image_size": args.image_size or SYNTH_RECIPE["image_size"]}
@@ -372,7 +389,7 @@ def run_synth(args: argparse.Namespace) -> None:
     metrics = _evaluate(run, test, run / "eval_test", by=("skin_tone", "hair_colour", "sex"))
     result = {"title": f"Synthetic: {args.n_train} renders -> {args.n_test} renders of other seeds",
               "recipe": {**recipe, **_overrides(args.set)},
-              "epochs_run": _epochs_run(run), "train_seconds": seconds,
+              "epochs_run": _epochs_run(run), "train_seconds": seconds, "renderer": renderer,
               "test": _headline(metrics), "run": str(run.relative_to(REPO))}
     by = json.loads((run / "eval_test" / "metrics.json").read_text())["by"]
     result["by_skin_tone_stage_qwk"] = {k: v["stage"]["qwk"] for k, v in by["skin_tone"].items()}
@@ -394,8 +411,12 @@ def run_synth2real(args: argparse.Namespace) -> None:
     if not (synth_run / "model.json").is_file():
         raise SystemExit(f"{synth_run} is missing: run `python -m scripts.bench_train synth` first")
     alone = _evaluate(synth_run, valid, synth_run / "eval_real_valid", by=("view",))
+    synth_result = RESULTS / f"synth{args.tag}.json"
+    renderer = (json.loads(synth_result.read_text()).get("renderer")
+                if synth_result.is_file() else None)
     if args.no_compare:
         _save(f"synth2real{args.tag}", {"title": "Synthetic to real (tested on Norwood valid)",
+                             "renderer": renderer,
                              "renders_only": {"test": _headline(alone),
                                               "run": str(synth_run.relative_to(REPO))}})
         return
@@ -533,6 +554,17 @@ def render_report() -> str:
                 f"| {t['person_n']} "
                 f"| {_f(t['person_accuracy'])} | {_f(t['person_mae'])} | {_f(t['person_qwk'])} "
                 f"| {r['epochs_run']} | {r['train_seconds'] / 60:.1f} min | `{r['command']}` |")
+        intervals = []
+        for name, r in stage_rows:
+            ci, pci = (r or {}).get("test", {}).get("stage_ci"), (r or {}).get("test", {}).get("person_ci")
+            if ci and ci.get("accuracy"):
+                span = lambda c, k: f"{c[k][0]:.2f}–{c[k][1]:.2f}" if c and c.get(k) else "–"
+                intervals.append(f"{name}: acc {span(ci, 'accuracy')}, MAE {span(ci, 'mae')}, "
+                                 f"QWK {span(ci, 'qwk')}, person acc {span(pci, 'accuracy')}")
+        if intervals:
+            lines += ["", "95 % intervals of the same figures, resampling the test persons "
+                      "(`scalpscan evaluate --ci`; each drawn person brings all their photos): "
+                      + "; ".join(intervals) + "."]
         if stored.get("real_first_recipe"):
             lines += ["", f"¹ {stored['real_first_recipe']['note']}."]
         internal = []
@@ -542,21 +574,18 @@ def render_report() -> str:
                 continue
             val = json.loads(meta_path.read_text()).get("metrics", {}).get("val", {})
             st, pe = val.get("stage", {}), val.get("stage_person", {})
-            internal.append(f"{name}: acc {_f(st.get('accuracy'))}, MAE {_f(st.get('mae'))}, "
+            internal.append(f"{name} ({st.get('n')} photos, {pe.get('n')} persons): acc "
+                            f"{_f(st.get('accuracy'))}, MAE {_f(st.get('mae'))}, "
                             f"QWK {_f(st.get('qwk'))}, ECE {_f(st.get('ece'))}, person acc "
                             f"{_f(pe.get('accuracy'))}, person QWK {_f(pe.get('qwk'))}")
-        if stored.get("real_v3") and stored.get("real_v4"):
-            lines += ["", "Recipes tried (changes from the default): v3 = 160 px (cheaper epochs); "
-                      "v4 = 224 px (the backbone's native side) and 12 epochs. Neither is clearly "
-                      "better than the default on the train-internal split below (v4: same "
-                      "accuracy and person accuracy, lower ECE, slightly higher MAE and lower "
-                      "QWK), so `bench_train real` keeps the 192 px / 10 epoch recipe. v4 did "
-                      "better on valid (per person above all), but that is one seed and 17 "
-                      "persons, and valid does not pick recipes: a second seed or split should "
-                      "confirm it first."]
+        tried = [f"{name[len('real_'):]} = {RECIPE_NOTES[name]}" for name, r in stage_rows
+                 if r and name in RECIPE_NOTES]
+        if tried:
+            lines += ["", "Recipes tried (changes from the default recipe below): "
+                      + "; ".join(tried) + ".", "", RECIPE_VERDICT]
         if internal:
             lines += ["", "Train-internal validation of the persons-never-seen runs (the "
-                      "subject-grouped 20 % of train, 186 photos of 16 persons; this, not "
+                      "subject-grouped 20 % of train drawn with the run's seed; this, not "
                       "valid, picks the recipe): " + "; ".join(internal) + "."]
         if any(r and r.get("test_before_recalibration") for _, r in stage_rows):
             lines += ["", "² trained before the stage offsets existed; its calibration was "
@@ -619,15 +648,16 @@ def render_report() -> str:
             f"{synth[0]['title']} (targets: conditions macro-F1 ≥ 0.95, zone mean IoU ≥ 0.85, "
             "view acc ≥ 0.98, stage QWK ≥ 0.95):",
             "",
-            "| backbone | px | epochs | train time | conditions macro-F1 | zone mean IoU "
-            "| view acc | stage QWK | stage acc | command |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| backbone | px | epochs | renderer | train time | conditions macro-F1 "
+            "| zone mean IoU | view acc | stage QWK | stage acc | command |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in synth:
             t, rec = r["test"], r.get("recipe", {})
             lines.append(
                 f"| {rec.get('backbone')}{' (ImageNet)' if rec.get('pretrained') else ''} "
-                f"| {rec.get('image_size')} | {r['epochs_run']} | {r['train_seconds'] / 60:.1f} min "
+                f"| {rec.get('image_size')} | {r['epochs_run']} | {r.get('renderer', '–')} "
+                f"| {r['train_seconds'] / 60:.1f} min "
                 f"| {_f(t['conditions_macro_f1'])} | {_f(t['zones_mean_iou'])} "
                 f"| {_f(t['view_accuracy'])} | {_f(t['stage_qwk'])} | {_f(t['stage_accuracy'])} "
                 f"| `{r['command']}` |")
@@ -645,7 +675,8 @@ def render_report() -> str:
             t = r["renders_only"]["test"]
             rec = r.get("recipe", {})
             lines.append(
-                f"| renders alone ({r['renders_only']['run'].rsplit('/', 1)[-1]} model) "
+                f"| renders alone ({r['renders_only']['run'].rsplit('/', 1)[-1]} model, "
+                f"renderer {r.get('renderer', '–')}) "
                 f"| {_f(t['view_accuracy'])} | {_f(t['stage_accuracy'])} | {_f(t['stage_mae'])} "
                 f"| {_f(t['stage_qwk'])} | {_f(t['person_accuracy'])} | `{r['command']}` |")
             for key, label in (("real_alone", "real train alone"),
