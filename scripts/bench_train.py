@@ -422,6 +422,7 @@ def run_synth(args: argparse.Namespace) -> None:
     result = {"title": f"Synthetic: {args.n_train} renders -> {args.n_test} renders of other seeds",
               "recipe": {**recipe, **_overrides(args.set)},
               "epochs_run": _epochs_run(run), "train_seconds": seconds, "renderer": renderer,
+              "dice": "batch",
               "test": _headline(metrics), "run": str(run.relative_to(REPO))}
     by = json.loads((run / "eval_test" / "metrics.json").read_text())["by"]
     result["by_skin_tone_stage_qwk"] = {k: v["stage"]["qwk"] for k, v in by["skin_tone"].items()}
@@ -696,15 +697,16 @@ def render_report() -> str:
             f"{synth[0]['title']} (targets: conditions macro-F1 ≥ 0.95, zone mean IoU ≥ 0.85, "
             "view acc ≥ 0.98, stage QWK ≥ 0.95):",
             "",
-            "| backbone | px | epochs | renderer | train time | conditions macro-F1 "
+            "| backbone | px | epochs | renderer | Dice | train time | conditions macro-F1 "
             "| zone mean IoU | view acc | stage QWK | stage acc | command |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in synth:
             t, rec = r["test"], r.get("recipe", {})
             lines.append(
                 f"| {rec.get('backbone')}{' (ImageNet)' if rec.get('pretrained') else ''} "
                 f"| {rec.get('image_size')} | {r['epochs_run']} | {_renderer_label(r.get('renderer'))} "
+                f"| {r.get('dice', 'batch')} "
                 f"| {r['train_seconds'] / 60:.1f} min "
                 f"| {_f(t['conditions_macro_f1'])} | {_f(t['zones_mean_iou'])} "
                 f"| {_f(t['view_accuracy'])} | {_f(t['stage_qwk'])} | {_f(t['stage_accuracy'])} "

@@ -158,6 +158,23 @@ def test_mask_loss_is_low_for_a_perfect_mask_and_resizes_targets() -> None:
     assert mask_loss(bad, target, known).item() > 1.0
 
 
+def test_dice_pools_the_batch_so_a_rare_thin_zone_is_worth_finding() -> None:
+    # One photo of four shows a thin line (a part line); the model finds it, with a faint
+    # spill at the same place on the three photos that do not show it. Per photo, those
+    # three would make "mark nothing anywhere" the better answer; pooled, finding it is.
+    from training.losses import dice_loss
+
+    target = torch.zeros(4, 1, 16, 16)
+    target[0, 0, :, 8] = 1
+    found = torch.full((4, 1, 16, 16), -20.0)
+    found[0, 0, :, 8] = 20.0
+    found[1:, 0, :, 8] = math.log(0.2 / 0.8)  # probability 0.2
+    nothing = torch.full((4, 1, 16, 16), -20.0)
+    assert dice_loss(found, target).shape == (1,)
+    assert dice_loss(found, target).item() == pytest.approx(1 - 33 / 42.6, abs=1e-3)
+    assert dice_loss(found, target).item() < dice_loss(nothing, target).item()
+
+
 def test_pos_weight_from_training_frequencies() -> None:
     targets = np.array([[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0]])
     known = np.array([[1, 1, 0], [1, 1, 0], [1, 1, 0], [1, 0, 0], [0, 1, 0]], dtype=bool)
