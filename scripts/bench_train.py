@@ -400,10 +400,20 @@ def run_mixed(args: argparse.Namespace) -> None:
     if args.recalibrate:
         _recalibrate("mixed", paths["test"])
         return
-    run, seconds = _train("mixed", REAL_RECIPE, paths["train"], paths["val"], args.set)
+    renders = REAL_RENDERS if args.renders is None else args.renders
+    render_size = args.synth_size if args.synth_size_given else REAL_RENDER_SIZE
+    train = paths["train"]
+    if renders:  # the same recipe as `real`: renders join the training photos only
+        extra = read_manifest(_render(CACHE / f"synth_train_{renders}_{render_size}", renders,
+                                      1000, render_size))
+        train = _write_rows(read_manifest(train) + extra,
+                            folder / f"train_plus_{renders}_renders_{render_size}.csv")
+    run, seconds = _train("mixed", REAL_RECIPE, train, paths["val"], args.set)
     metrics = _evaluate(run, paths["test"], run / "eval_test", by=("view",))
     shared = len({r.subject for r in test} & {r.subject for r in rest})
     _save("mixed", {"title": "Real photos, persons mixed across splits (random photo split)",
+                    "recipe": {**REAL_RECIPE, **_overrides(args.set)}, "renders": renders,
+                    "render_size": render_size if renders else None,
                     "epochs_run": _epochs_run(run), "train_seconds": seconds,
                     "test": _headline(metrics), "test_subjects_also_in_train": shared,
                     "run": str(run.relative_to(REPO))})
@@ -577,7 +587,7 @@ def render_report() -> str:
                 continue
             t = r["test"]
             label = {"real": "persons never seen",
-                     "mixed": "persons mixed (the 192 px recipe, no renders)",
+                     "mixed": "persons mixed",
                      "real_first_recipe": "persons never seen, first recipe ¹"}.get(
                          name, f"persons never seen, recipe {name[len('real_'):]}")
             if r.get("test_before_recalibration"):
