@@ -21,8 +21,7 @@ import json
 import math
 import os
 import struct
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from data.files import atomic_write
 from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
 from models.network import MODELS, create_model
 from models.pretrained import state_dict_problems
@@ -129,9 +129,9 @@ def save_checkpoint(run_dir: str | os.PathLike[str], model: nn.Module, meta: Map
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / f"{name}.safetensors",
+    atomic_write(folder / f"{name}.safetensors",
                   lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    _atomic_write(folder / f"{name}.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(folder / f"{name}.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -153,20 +153,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def _atomic_write(target: Path, write: Callable[[Path], object]) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------------- load

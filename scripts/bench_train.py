@@ -272,13 +272,16 @@ def _epochs_run(run: Path) -> int:
         return len(list(csv.DictReader(handle)))
 
 
+def _store(name: str, result: dict[str, Any]) -> None:
+    """Write (or rewrite) the stored result ``<name>.json`` atomically."""
+    from data.files import write_text_atomic
+
+    write_text_atomic(RESULTS / f"{name}.json", json.dumps(result, indent=2) + "\n")
+
+
 def _save(mode: str, result: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    result = {**result, "command": _command(), "machine": _machine(),
-              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = RESULTS / f".{mode}.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, RESULTS / f"{mode}.json")
+    _store(mode, {**result, "command": _command(), "machine": _machine(),
+                  "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
 def run_real(args: argparse.Namespace) -> None:
@@ -344,9 +347,7 @@ def _recalibrate(name: str, test: Path) -> None:
           f"MAE {before['stage_mae']:.3f} -> {after['stage_mae']:.3f}, "
           f"QWK {before['stage_qwk']:.3f} -> {after['stage_qwk']:.3f}", flush=True)
     stored.update(test=after, test_before_recalibration=before)
-    tmp = RESULTS / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(stored, indent=2) + "\n")
-    os.replace(tmp, stored_path)
+    _store(name, stored)
 
 
 def run_reeval(args: argparse.Namespace) -> None:
@@ -378,9 +379,7 @@ def run_reeval(args: argparse.Namespace) -> None:
         print(f"[{name}] re-evaluated; changed figures: {changed or 'none'}; TTA acc "
               f"{_f(plain['stage_accuracy'])} -> {_f(tta['stage_accuracy'])}", flush=True)
         stored.update(test=plain, test_tta=tta)
-        tmp = RESULTS / f".{name}.json.tmp"
-        tmp.write_text(json.dumps(stored, indent=2) + "\n")
-        os.replace(tmp, path)
+        _store(name, stored)
 
 
 def run_mixed(args: argparse.Namespace) -> None:

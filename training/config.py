@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from data.files import write_text_atomic
 from data.vocab import VIEWS
 
 __all__ = [
@@ -335,16 +335,7 @@ def load_config(path: str | os.PathLike | None = None, *, overrides: list[str] |
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
     path = Path(path)
-    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 # --- config -> plain keyword arguments ---------------------------------------------------

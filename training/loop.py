@@ -22,7 +22,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
@@ -41,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from data.files import atomic_write, write_text_atomic
 from data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES
 from models.checkpoint import inference_meta, load_checkpoint, save_checkpoint
 
@@ -439,15 +439,8 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None
 
 def _atomic_save_safetensors(tensors: dict[str, Tensor], path: Path,
                              metadata: dict[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
-                  tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    cpu = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
 
 
 def save_resume_state(path: str | os.PathLike, *, model: nn.Module,
@@ -603,19 +596,6 @@ def _lower_is_better(monitor: str) -> bool:
     return is_loss or name.endswith(("_mae", "_ece"))
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_log(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
@@ -631,7 +611,7 @@ def _write_log(path: Path, rows: list[dict[str, str]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=header, restval="")
     writer.writeheader()
     writer.writerows(rows)
-    _write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def _append_log(path: Path, row: Mapping[str, Any]) -> None:
@@ -1107,7 +1087,7 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(out / "metrics.json",
+        write_text_atomic(out / "metrics.json",
                            json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n")
         log_csv = run_dir / LOG_FILE
         plot_all(preds, out, log_csv=log_csv if log_csv.is_file() else None,

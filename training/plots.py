@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_curve  # noqa: E402
 
+from data.files import atomic_write  # noqa: E402
 from data.vocab import CONDITIONS, STAGES  # noqa: E402
 
 from .metrics import (  # noqa: E402
@@ -40,17 +40,22 @@ __all__ = [
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight",
+                                                          format="png"))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+
+
+def _unit_axes(ax: plt.Axes, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, a legend and a grid for a plot of two quantities between 0 and 1."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
 
 
 def plot_learning_curves(log_csv: str | os.PathLike, path: str | os.PathLike) -> Path | None:
@@ -104,13 +109,7 @@ def plot_precision_recall(preds: Predictions, path: str | os.PathLike, *,
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.set_title("precision-recall per condition")
+    _unit_axes(ax, "recall", "precision", "precision-recall per condition")
     return _save(fig, Path(path))
 
 
@@ -172,13 +171,7 @@ def plot_reliability(preds: Predictions, path: str | os.PathLike, *,
         used = bins["count"] > 0
         ax.plot(bins["confidence"][used], bins["accuracy"][used], marker="o",
                 label=f"{name} (n={len(confidence)})")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.set_title("reliability diagram")
+    _unit_axes(ax, "confidence", "accuracy", "reliability diagram")
     return _save(fig, Path(path))
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,11 +20,19 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from data.files import write_text_atomic
 from data.vocab import CONDITIONS, STAGES, ZONES
 from inference.intake import Intake, join_intake
 from inference.report.charts import bar_chart
-from inference.report.images import LOSS_COLOURS, ZONE_COLOURS, photo_figure
-from inference.rules.engine import DECISIONS, RECOMMENDATIONS, Assessment, Rules, assess, load_rules
+from inference.report.images import ZONE_COLOURS, photo_figure
+from inference.rules.engine import (
+    DECISIONS,
+    RECOMMENDATIONS,
+    Assessment,
+    Rules,
+    assess,
+    load_rules,
+)
 
 __all__ = ["DECISION_COLOURS", "write_reports", "render_patient", "render_index", "patient_filename"]
 
@@ -60,25 +66,6 @@ def _environment() -> tuple[Environment, Markup, str]:
     )
     # The stylesheet is our own file, not user text: it goes in verbatim so the hash matches.
     return env, Markup(css), csp
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; pages are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def patient_filename(subject: str, taken: set[str] | None = None) -> str:
@@ -288,9 +275,9 @@ def write_reports(
         patient_intake = intake.get(subject) if intake is not None else None
         html, assessment = render_patient(patient_rows, intake=patient_intake, rules=rules, base=base)
         href = patient_filename(subject, taken)
-        _write_atomic(out_dir / href, html)
+        write_text_atomic(out_dir / href, html)
         models.update(assessment.models)
         patients.append({"subject": subject, "href": href, "assessment": assessment, "photos": len(patient_rows)})
     index = out_dir / "index.html"
-    _write_atomic(index, render_index(patients, rules=rules, notices=notes, models=sorted(models)))
+    write_text_atomic(index, render_index(patients, rules=rules, notices=notes, models=sorted(models)))
     return index
