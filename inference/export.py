@@ -14,12 +14,12 @@ same model as rows from its run folder. Outputs are named like the network's dic
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from data.files import atomic_write
 
 __all__ = ["META_KEY", "ID_KEY", "OUTPUT_NAMES", "ExportError", "export_onnx", "load_onnx"]
 
@@ -85,12 +85,7 @@ def export_onnx(
     side = int(meta["input_size"])
     wrapped = _tuple_outputs(model)
     example = torch.randn(2, 3, side, side)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    def write(tmp: Path) -> None:
         _export_graph(wrapped, example, tmp, opset=opset, exporter=exporter)
         proto = onnx.load(str(tmp))
         for key, value in ((META_KEY, json.dumps(meta, sort_keys=True)), (ID_KEY, model_id(weights))):
@@ -99,10 +94,8 @@ def export_onnx(
         onnx.save(proto, str(tmp))
         if check:
             _check_parity(wrapped, tmp, side)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+
+    return atomic_write(out, write)
 
 
 def _export_graph(wrapped: Any, example: Any, path: Path, *, opset: int, exporter: str) -> None:
