@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from data.decode import ImageDecodeError, image_size
+from data.files import atomic_write
 from data.vocab import CONDITIONS, MANIFEST_COLUMNS, STAGES, VIEWS
 
 __all__ = ["ManifestRow", "ManifestError", "read_manifest", "write_manifest", "write_csv_atomic"]
@@ -228,19 +228,15 @@ def _relative(target: Path, folder: Path) -> str:
 
 
 def write_csv_atomic(path: str | Path, header: Sequence[str], records: Iterable[Sequence[str]]) -> None:
-    """Write a CSV file atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+    """Write a CSV file atomically (:func:`data.files.atomic_write`)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(header)
             writer.writerows(records)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def write_manifest(rows: Iterable[ManifestRow], path: str | Path) -> None:

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from data.decode import IMAGE_EXTENSIONS
+from data.files import atomic_write
 from data.vocab import CONDITIONS, VIEWS, ZONES
 from inference.decoding import decode_outputs, mask_images
 
@@ -492,9 +493,7 @@ def _mask_name(image: str) -> str:
 def _write_png(array: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array, "L").save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(array, "L").save(tmp, format="PNG"))
 
 
 def _intake_for(subject: str | None, intakes: Mapping[str, Any] | None) -> Any:

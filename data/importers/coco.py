@@ -16,8 +16,6 @@ loss mask even without polygons. An image entry may also carry ``subject``, ``vi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from data.decode import ImageDecodeError, image_size
+from data.files import atomic_write
 from data.importers._common import (
     DEFAULT_SUBJECT_PATTERN,
     ImportFormatError,
@@ -109,15 +108,7 @@ def _find_json(src: Path) -> Path:
 
 
 def _save_mask(mask: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(mask.astype(np.uint8), "L").save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(mask.astype(np.uint8), "L").save(tmp, format="PNG"))
 
 
 def _category_labels(name: str, mapping: dict[str, LabelSet]) -> LabelSet | None:
