@@ -158,6 +158,43 @@ def test_mask_loss_is_low_for_a_perfect_mask_and_resizes_targets() -> None:
     assert mask_loss(bad, target, known).item() > 1.0
 
 
+def _fit_line(resolution: str, start: int, width: int) -> float:
+    """Fit free stride-4 logits to a vertical line; IoU of the line as evaluation reads it."""
+    target = torch.zeros(1, 1, 32, 32)
+    target[..., :, start:start + width] = 1
+    logits = torch.zeros(1, 1, 8, 8, requires_grad=True)
+    optimiser = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(300):
+        optimiser.zero_grad()
+        mask_loss(logits, target, torch.tensor([True]), resolution=resolution).backward()
+        optimiser.step()
+    # Evaluation and inference upsample the logits bilinearly and threshold at 0.
+    found = F.interpolate(logits.detach(), size=(32, 32), mode="bilinear",
+                          align_corners=False) > 0
+    truth = target > 0.5
+    return float((found & truth).sum() / (found | truth).sum())
+
+
+def test_mask_loss_at_the_target_resolution_learns_lines_thinner_than_the_stride() -> None:
+    # A part line is narrower than one stride-4 cell. Shrunk to the logits' grid it is a
+    # faint soft target, and the fit marks it badly or not at all; compared at the masks'
+    # side, the fit learns it where evaluation scores it.
+    lines = [(13, 1), (12, 2), (14, 2), (11, 3), (15, 3)]
+    at_target = [_fit_line("target", start, width) for start, width in lines]
+    at_logits = [_fit_line("logits", start, width) for start, width in lines]
+    assert min(at_target) >= 0.5
+    assert all(t > g for t, g in zip(at_target, at_logits))
+    assert at_logits[0] == 0.0  # the 1 px line vanishes on the stride-4 grid
+
+
+def test_mask_resolution_is_checked() -> None:
+    known = torch.tensor([True])
+    with pytest.raises(ValueError, match="resolution must be one of target, logits"):
+        mask_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 16, 16), known, resolution="full")
+    with pytest.raises(ValueError, match="mask_resolution"):
+        MultiTaskLoss(mask_resolution="stride")
+
+
 def test_dice_pools_the_batch_so_a_rare_thin_zone_is_worth_finding() -> None:
     # One photo of four shows a thin line (a part line); the model finds it, with a faint
     # spill at the same place on the three photos that do not show it. Per photo, those

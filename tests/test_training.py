@@ -117,6 +117,7 @@ def test_file_then_overrides_with_types(tmp_path: Path) -> None:
     ("lr.x=1", "'lr' is a float, it has no sub-keys"),
     ("image_size=100", "image_size=100: must be a multiple of 32"),
     ("batch_size=0", "batch_size=0: must be >= 1"),
+    ("mask_resolution=full", "mask_resolution='full': use target or logits"),
     ("epochs", "expected key=value"),
 ])
 def test_override_errors_name_the_key(override: str, message: str) -> None:

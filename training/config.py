@@ -45,6 +45,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 
 #: Heads the loss knows; keys of ``loss_weights``.
 _HEADS: tuple[str, ...] = ("conditions", "stage", "view", "zones", "loss")
+_MASK_RESOLUTIONS: tuple[str, ...] = ("target", "logits")  # training.losses.MASK_RESOLUTIONS
 
 
 class ConfigError(ValueError):
@@ -102,6 +103,7 @@ class TrainConfig:
     stage_view_weights: dict[str, float] = field(
         default_factory=_default_stage_view_weights)  # stage-loss weight per view (unknown: 1); also weighs a person's views
     label_smoothing: float = 0.0  # view cross-entropy label smoothing
+    mask_resolution: str = "target"  # zone/loss-map losses at the masks' side (target) or the decoder's stride 4 (logits)
 
     # --- early stopping and checkpoints -----------------------------------------------
     monitor: str = "val_loss"  # metric that picks the best epoch: val_loss or a metric name
@@ -152,6 +154,8 @@ class TrainConfig:
             problems.append(f"dropout={self.dropout!r}: must be in [0, 1)")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"label_smoothing={self.label_smoothing!r}: must be in [0, 1)")
+        if self.mask_resolution not in _MASK_RESOLUTIONS:
+            problems.append(f"mask_resolution={self.mask_resolution!r}: use target or logits")
         for head in self.loss_weights:
             if head not in _HEADS:
                 problems.append(f"loss_weights.{head}: unknown head; known: {', '.join(_HEADS)}")
@@ -362,6 +366,7 @@ def loss_kwargs(config: TrainConfig) -> dict[str, Any]:
         "weights": dict(config.loss_weights),
         "stage_view_weights": dict(config.stage_view_weights),
         "label_smoothing": config.label_smoothing,
+        "mask_resolution": config.mask_resolution,
     }
 
 

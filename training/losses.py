@@ -21,6 +21,7 @@ from data.vocab import CONDITIONS, VIEWS
 
 __all__ = [
     "HEADS",
+    "MASK_RESOLUTIONS",
     "condition_loss",
     "ordinal_targets",
     "ordinal_stage_loss",
@@ -33,6 +34,8 @@ __all__ = [
 
 #: Heads of the multi-task network, in the order losses are reported.
 HEADS: tuple[str, ...] = ("conditions", "stage", "view", "zones", "loss")
+#: Where the dense (zone, loss-map) losses compare logits and masks; see :func:`mask_loss`.
+MASK_RESOLUTIONS: tuple[str, ...] = ("target", "logits")
 
 
 def _masked_mean(values: Tensor, weights: Tensor) -> Tensor:
@@ -113,23 +116,36 @@ def dice_loss(logits: Tensor, targets: Tensor, eps: float = 1.0) -> Tensor:
     return 1.0 - (2.0 * inter + eps) / (total + eps)
 
 
-def mask_loss(logits: Tensor, targets: Tensor, known: Tensor, *, dice_weight: float = 1.0) -> Tensor:
+def mask_loss(logits: Tensor, targets: Tensor, known: Tensor, *, dice_weight: float = 1.0,
+              resolution: str = "target") -> Tensor:
     """BCE + soft Dice over photos whose mask is known.
 
     Args:
-        logits: [B, C, h, w] raw per-pixel scores (any resolution).
-        targets: [B, C, H, W] 0/1 masks; resized to the logits' size by area averaging.
+        logits: [B, C, h, w] raw per-pixel scores (the decoder's stride-4 map).
+        targets: [B, C, H, W] 0/1 masks.
         known: [B] bool.
         dice_weight: weight of the Dice term against the BCE term.
+        resolution: where the two meet. ``"target"``: the logits are upsampled bilinearly
+            to the masks' size, exactly as evaluation and inference read them, so a zone
+            narrower than the stride (the part line) is learnt where it is scored.
+            ``"logits"``: the masks are shrunk to the logits' size by area averaging
+            (cheaper; a thin zone becomes a faint soft target).
     """
+    if resolution not in MASK_RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {', '.join(MASK_RESOLUTIONS)}, "
+                         f"got {resolution!r}")
     if not bool(known.any()):
         return logits.sum() * 0.0
     logits = logits[known]
     targets = targets[known].to(logits.dtype)
     if targets.shape[-2:] != logits.shape[-2:]:
-        targets = F.interpolate(targets, size=logits.shape[-2:], mode="area") \
-            if targets.shape[-1] >= logits.shape[-1] else \
-            F.interpolate(targets, size=logits.shape[-2:], mode="nearest")
+        if resolution == "target" and targets.shape[-1] >= logits.shape[-1]:
+            logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+        elif targets.shape[-1] >= logits.shape[-1]:
+            targets = F.interpolate(targets, size=logits.shape[-2:], mode="area")
+        else:
+            targets = F.interpolate(targets, size=logits.shape[-2:], mode="nearest")
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="mean")
     return bce + dice_weight * dice_loss(logits, targets).mean()
 
@@ -162,12 +178,19 @@ class MultiTaskLoss:
         pos_weight: [C] condition positive weights (see `compute_pos_weight`), or None.
         stage_view_weights: view name -> weight of the stage loss for photos of that view.
         label_smoothing: view cross-entropy label smoothing.
+        mask_resolution: where the zone and loss-map losses are computed (see
+            :func:`mask_loss`): ``"target"`` (the masks' resolution) or ``"logits"``.
     """
 
     def __init__(self, *, weights: Mapping[str, float] | None = None,
                  pos_weight: Tensor | Sequence[float] | None = None,
                  stage_view_weights: Mapping[str, float] | None = None,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0,
+                 mask_resolution: str = "target") -> None:
+        if mask_resolution not in MASK_RESOLUTIONS:
+            raise ValueError(f"mask_resolution must be one of {', '.join(MASK_RESOLUTIONS)}, "
+                             f"got {mask_resolution!r}")
+        self.mask_resolution = mask_resolution
         weights = dict(weights or {})
         unknown = set(weights) - set(HEADS)
         if unknown:
@@ -209,9 +232,11 @@ class MultiTaskLoss:
             parts["view"] = view_loss(outputs["view"], batch["view"],
                                       label_smoothing=self.label_smoothing)
         if w["zones"] > 0:
-            parts["zones"] = mask_loss(outputs["zones"], batch["zones"], batch["zones_known"])
+            parts["zones"] = mask_loss(outputs["zones"], batch["zones"], batch["zones_known"],
+                                      resolution=self.mask_resolution)
         if w["loss"] > 0:
-            parts["loss"] = mask_loss(outputs["loss"], batch["loss"], batch["loss_known"])
+            parts["loss"] = mask_loss(outputs["loss"], batch["loss"], batch["loss_known"],
+                                     resolution=self.mask_resolution)
         total = sum((w[name] * value.float() for name, value in parts.items()),
                     start=torch.zeros((), device=outputs["stage"].device))
         return total, {name: float(value.detach()) for name, value in parts.items()}
