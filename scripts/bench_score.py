@@ -184,9 +184,9 @@ def _write_section(text: str, path: Path) -> None:
         end = old.find(END_MARKER, start)
         stop = end + len(END_MARKER) if end >= 0 else len(old)
         new = old[:start] + block + old[stop:].lstrip("\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, path)
+    from data.files import write_text_atomic
+
+    write_text_atomic(path, new)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,9 +78,9 @@ def update_benchmarks(path: Path, section: str) -> None:
         text = pattern.sub(lambda _: section, text)
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from data.files import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:

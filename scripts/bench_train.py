@@ -142,6 +142,7 @@ def cache_resized(manifest: Path, side: int, out_dir: Path) -> Path:
     from PIL import Image
 
     from data.decode import load_image
+    from data.files import atomic_write
     from data.manifest import read_manifest, write_manifest
 
     out_manifest = out_dir / "manifest.csv"
@@ -155,9 +156,7 @@ def cache_resized(manifest: Path, side: int, out_dir: Path) -> Path:
         if not target.is_file():
             image = Image.fromarray(load_image(row.image))
             image.thumbnail((side, side), Image.Resampling.LANCZOS)
-            tmp = target.with_suffix(".tmp.jpg")
-            image.save(tmp, quality=95)
-            os.replace(tmp, target)
+            atomic_write(target, lambda tmp: image.save(tmp, format="JPEG", quality=95))
         if row.zone_mask or row.loss_mask:
             raise SystemExit(f"{manifest}: cache_resized handles photos without masks only")
         new_rows.append(dataclasses.replace(row, image=target))
@@ -263,6 +262,14 @@ def _overrides(items: list[str]) -> dict[str, Any]:
     import yaml
 
     return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
+
+
+def _run_config(run: Path) -> dict[str, Any]:
+    """The resolved config a run saved (``config.yaml``); empty when there is none."""
+    import yaml
+
+    path = run / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def _epochs_run(run: Path) -> int:
@@ -431,7 +438,7 @@ def run_synth(args: argparse.Namespace) -> None:
     result = {"title": f"Synthetic: {args.n_train} renders -> {args.n_test} renders of other seeds",
               "recipe": {**recipe, **_overrides(args.set)},
               "epochs_run": _epochs_run(run), "train_seconds": seconds, "renderer": renderer,
-              "dice": "batch",
+              "dice": "batch", "mask_resolution": _run_config(run).get("mask_resolution"),
               "test": _headline(metrics), "run": str(run.relative_to(REPO))}
     by = json.loads((run / "eval_test" / "metrics.json").read_text())["by"]
     result["by_skin_tone_stage_qwk"] = {k: v["stage"]["qwk"] for k, v in by["skin_tone"].items()}
@@ -554,6 +561,17 @@ def run_throughput(args: argparse.Namespace) -> None:
 
 def _f(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _dense_loss(result: dict[str, Any]) -> str:
+    """How a stored synthetic run's zone/loss-map losses were computed (Dice pooling, and
+    where logits meet masks: ``mask_resolution``, read from the run's saved config; runs
+    from before that key existed compared them at the decoder's stride 4)."""
+    resolution = result.get("mask_resolution")
+    if resolution is None and result.get("run"):
+        resolution = _run_config(REPO / result["run"]).get("mask_resolution")
+    where = "mask side" if (resolution or "logits") == "target" else "stride 4"
+    return f"{result.get('dice', 'batch')} Dice, {where}"
 
 
 def render_report() -> str:
@@ -706,7 +724,7 @@ def render_report() -> str:
             f"{synth[0]['title']} (targets: conditions macro-F1 ≥ 0.95, zone mean IoU ≥ 0.85, "
             "view acc ≥ 0.98, stage QWK ≥ 0.95):",
             "",
-            "| backbone | px | epochs | renderer | Dice | train time | conditions macro-F1 "
+            "| backbone | px | epochs | renderer | dense loss ⁴ | train time | conditions macro-F1 "
             "| zone mean IoU | view acc | stage QWK | stage acc | command |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -715,12 +733,18 @@ def render_report() -> str:
             lines.append(
                 f"| {rec.get('backbone')}{' (ImageNet)' if rec.get('pretrained') else ''} "
                 f"| {rec.get('image_size')} | {r['epochs_run']} | {_renderer_label(r.get('renderer'))} "
-                f"| {r.get('dice', 'batch')} "
+                f"| {_dense_loss(r)} "
                 f"| {r['train_seconds'] / 60:.1f} min "
                 f"| {_f(t['conditions_macro_f1'])} | {_f(t['zones_mean_iou'])} "
                 f"| {_f(t['view_accuracy'])} | {_f(t['stage_qwk'])} | {_f(t['stage_accuracy'])} "
                 f"| `{r['command']}` |")
-        lines.append("")
+        lines += ["", "⁴ dense loss: how the zone and loss-map losses were computed. Dice per "
+                  "photo or pooled over the batch; logits and masks compared at the decoder's "
+                  "stride 4 (masks shrunk by area averaging) or at the mask side (logits "
+                  "upsampled bilinearly, as evaluation and inference read them; "
+                  "`mask_resolution: target`, the default). Rows trained before a change "
+                  "keep the label of how they were trained; their commands now train with "
+                  "the defaults.", ""]
     s2r = [r for name, r in stored.items() if name.startswith("synth2real")]
     if s2r:
         lines += [
@@ -776,6 +800,8 @@ def render_report() -> str:
 
 def write_report(notes: Path | None) -> None:
     """Replace the marked section of BENCHMARKS.md (and write ``notes`` when given)."""
+    from data.files import write_text_atomic
+
     text = render_report()
     target = REPO / "BENCHMARKS.md"
     start, end = f"<!-- {MARKER} -->", f"<!-- /{MARKER} -->"
@@ -787,13 +813,9 @@ def write_report(notes: Path | None) -> None:
         updated = before + block + after
     else:
         updated = current.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = target.with_suffix(f".md.{os.getpid()}.tmp")
-    tmp.write_text(updated)
-    os.replace(tmp, target)
+    write_text_atomic(target, updated)
     if notes is not None:
-        tmp = notes.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, notes)
+        write_text_atomic(notes, text + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
