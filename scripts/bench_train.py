@@ -185,15 +185,16 @@ def _renderer_version() -> str:
     return digest.hexdigest()[:8]
 
 
-#: Name of the current renderer in the report (renders are cached by source hash).
-CURRENT_RENDERER = "v3"
+#: Names of renderer versions by source hash (renders are cached by that hash); a new
+#: renderer version gets its name here, so older rows keep theirs in the report.
+RENDERER_NAMES: dict[str, str] = {"436d1996": "v3"}
 
 
 def _renderer_label(value: str | None) -> str:
     """A stored renderer version as the report shows it."""
     if not value:
         return "–"
-    return f"{CURRENT_RENDERER} ({value})" if value == _renderer_version() else value
+    return f"{RENDERER_NAMES[value]} ({value})" if value in RENDERER_NAMES else value
 
 
 def _render(out: Path, n: int, seed: int, size: int) -> Path:
