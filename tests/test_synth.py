@@ -212,6 +212,24 @@ def test_bad_counts_are_refused(tmp_path: Path) -> None:
         synthesize(tmp_path / "x", 1, -1)
 
 
+def test_profiles_face_the_way_real_profiles_do() -> None:
+    """As in the real photos, an unrotated "left" photo shows the person's left side with
+    the face towards the picture's left ("right": towards its right), the head over the
+    neck. A mirrored convention would teach every model the opposite label."""
+    from data.synth import head as H
+    from data.synth.render import sample_camera
+
+    shape = H.head_shape(1.0, 1.0, 1.0)
+    for view, sign in (("left", -1), ("right", 1)):
+        for seed in range(8):
+            part = H.cast(shape, sample_camera(view, _rng(seed), SIZE, shape)).part
+            rows, cols = np.indices(part.shape)
+            face = np.isin(part, (H.FACE, H.NOSE))
+            cranium = part == H.CRANIUM
+            assert sign * (cols[face].mean() - cols[cranium].mean()) > 0, (view, seed)
+            assert rows[part == H.NECK].mean() > rows[cranium].mean(), (view, seed)
+
+
 def test_frame_holds_the_head_and_what_real_photos_show_around_it() -> None:
     """Close-ups like clinic and phone photos: the person fills most of the picture and the
     head most of that (from above the scalp alone does); as in real photos, a back view
