@@ -29,13 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from data.files import atomic_write
+from data.files import atomic_write, write_text_atomic
 from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
 from models.network import MODELS, create_model
 from models.pretrained import state_dict_problems
 from models.registry import UnknownNameError
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "inference_meta", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "inference_meta", "load_checkpoint", "save_checkpoint",
+           "write_safetensors"]
 
 #: Version of the on-disk layout this code writes and reads.
 FORMAT_VERSION = 1
@@ -103,8 +104,6 @@ def save_checkpoint(run_dir: str | os.PathLike[str], model: nn.Module, meta: Map
         CheckpointError: If the model does not say how to rebuild it, or ``meta`` is not
             JSON-serialisable.
     """
-    from safetensors.torch import save_file
-
     model = _unwrap(model)
     architecture = getattr(model, "architecture", None)
     if (not isinstance(architecture, dict) or architecture.get("name") not in MODELS
@@ -125,13 +124,21 @@ def save_checkpoint(run_dir: str | os.PathLike[str], model: nn.Module, meta: Map
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint meta is not JSON-serialisable: {exc}") from exc
 
-    # Fresh contiguous CPU copies: safetensors refuses shared or strided storage.
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     folder = Path(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / f"{name}.safetensors",
-                  lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    atomic_write(folder / f"{name}.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_safetensors(folder / f"{name}.safetensors", model.state_dict(), {"format": "pt"})
+    write_text_atomic(folder / f"{name}.json", text)
+
+
+def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
+                      metadata: Mapping[str, str]) -> None:
+    """Write ``tensors`` as a safetensors file, atomically (:mod:`data.files`).
+
+    Fresh contiguous CPU copies are written: safetensors refuses shared or strided storage.
+    """
+    from safetensors.torch import save_file
+
+    cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata=dict(metadata)))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

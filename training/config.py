@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "TrainConfig",
     "DEFAULT_CONFIG_PATH",
+    "MASK_RESOLUTIONS",
     "load_config",
     "apply_overrides",
     "config_from_dict",
@@ -45,7 +46,9 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 
 #: Heads the loss knows; keys of ``loss_weights``.
 _HEADS: tuple[str, ...] = ("conditions", "stage", "view", "zones", "loss")
-_MASK_RESOLUTIONS: tuple[str, ...] = ("target", "logits")  # training.losses.MASK_RESOLUTIONS
+#: Where the zone and loss-map losses compare logits and masks (``mask_resolution``; see
+#: ``training.losses.mask_loss``).
+MASK_RESOLUTIONS: tuple[str, ...] = ("target", "logits")
 
 
 class ConfigError(ValueError):
@@ -154,8 +157,9 @@ class TrainConfig:
             problems.append(f"dropout={self.dropout!r}: must be in [0, 1)")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"label_smoothing={self.label_smoothing!r}: must be in [0, 1)")
-        if self.mask_resolution not in _MASK_RESOLUTIONS:
-            problems.append(f"mask_resolution={self.mask_resolution!r}: use target or logits")
+        if self.mask_resolution not in MASK_RESOLUTIONS:
+            problems.append(f"mask_resolution={self.mask_resolution!r}: use "
+                            f"{' or '.join(MASK_RESOLUTIONS)}")
         for head in self.loss_weights:
             if head not in _HEADS:
                 problems.append(f"loss_weights.{head}: unknown head; known: {', '.join(_HEADS)}")

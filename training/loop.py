@@ -35,14 +35,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from data.files import atomic_write, write_text_atomic
+from data.files import write_text_atomic
 from data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES
-from models.checkpoint import inference_meta, load_checkpoint, save_checkpoint
+from models.checkpoint import inference_meta, load_checkpoint, save_checkpoint, write_safetensors
 
 from .calibrate import fit_calibration
 from .config import (
@@ -437,12 +436,6 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None
 # --- resume state --------------------------------------------------------------------------
 
 
-def _atomic_save_safetensors(tensors: dict[str, Tensor], path: Path,
-                             metadata: dict[str, str]) -> None:
-    cpu = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
-
-
 def save_resume_state(path: str | os.PathLike, *, model: nn.Module,
                       optimizer: torch.optim.Optimizer,
                       scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -470,7 +463,7 @@ def save_resume_state(path: str | os.PathLike, *, model: nn.Module,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_scalars,
     }
-    _atomic_save_safetensors(tensors, Path(path), {"json": json.dumps(meta)})
+    write_safetensors(path, tensors, {"json": json.dumps(meta)})
 
 
 def load_resume_state(path: str | os.PathLike, *, model: nn.Module,

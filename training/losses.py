@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from data.vocab import CONDITIONS, VIEWS
+from training.config import MASK_RESOLUTIONS
 
 __all__ = [
     "HEADS",
@@ -34,8 +35,6 @@ __all__ = [
 
 #: Heads of the multi-task network, in the order losses are reported.
 HEADS: tuple[str, ...] = ("conditions", "stage", "view", "zones", "loss")
-#: Where the dense (zone, loss-map) losses compare logits and masks; see :func:`mask_loss`.
-MASK_RESOLUTIONS: tuple[str, ...] = ("target", "logits")
 
 
 def _masked_mean(values: Tensor, weights: Tensor) -> Tensor:
@@ -139,13 +138,13 @@ def mask_loss(logits: Tensor, targets: Tensor, known: Tensor, *, dice_weight: fl
     logits = logits[known]
     targets = targets[known].to(logits.dtype)
     if targets.shape[-2:] != logits.shape[-2:]:
-        if resolution == "target" and targets.shape[-1] >= logits.shape[-1]:
+        if targets.shape[-1] < logits.shape[-1]:  # masks coarser than the logits
+            targets = F.interpolate(targets, size=logits.shape[-2:], mode="nearest")
+        elif resolution == "target":
             logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",
                                    align_corners=False)
-        elif targets.shape[-1] >= logits.shape[-1]:
-            targets = F.interpolate(targets, size=logits.shape[-2:], mode="area")
         else:
-            targets = F.interpolate(targets, size=logits.shape[-2:], mode="nearest")
+            targets = F.interpolate(targets, size=logits.shape[-2:], mode="area")
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="mean")
     return bce + dice_weight * dice_loss(logits, targets).mean()
 
