@@ -14,6 +14,7 @@ __all__ = [
     "ZONES",
     "VIEW_MIRROR",
     "ZONE_MIRROR",
+    "TTA_MODES",
     "MANIFEST_COLUMNS",
     "SKIN_TONES",
     "HAIR_COLOURS",
@@ -23,6 +24,7 @@ __all__ = [
     "stage_to_index",
     "index_to_stage",
     "parse_view",
+    "tta_mode",
 ]
 
 #: Image-level, multi-label findings. None of them set means no visible loss.
@@ -45,6 +47,16 @@ VIEW_MIRROR: tuple[int, ...] = tuple(
 ZONE_MIRROR: tuple[int, ...] = tuple(
     ZONES.index({"temple_left": "temple_right", "temple_right": "temple_left"}.get(z, z))
     for z in ZONES)
+
+#: Test-time augmentation modes: the passes each one averages, as (counter-clockwise
+#: quarter turns, mirrored first). A turn keeps views and temples as they are (a turned
+#: left profile is still the left view); a mirror swaps them (`VIEW_MIRROR`). Both the
+#: torch evaluation and the NumPy predictor build their passes from this table.
+TTA_MODES: dict[str, tuple[tuple[int, bool], ...]] = {
+    "flip": ((0, False), (0, True)),
+    "rot": ((0, False), (1, False), (2, False), (3, False)),
+    "d4": tuple((turns, mirror) for mirror in (False, True) for turns in range(4)),
+}
 
 #: Columns every manifest has, in this order; further columns are allowed and kept.
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -119,3 +131,22 @@ def parse_view(text: str) -> str | None:
     """
     key = text.strip().lower().replace(" ", "-")
     return _VIEW_ALIASES.get(key)
+
+
+def tta_mode(value: bool | str | None) -> str | None:
+    """Canonical test-time augmentation mode: None (off) or a key of `TTA_MODES`.
+
+    ``False`` and ``None`` mean off; ``True`` means ``"flip"`` (what ``tta=True`` always
+    meant).
+
+    Raises:
+        ValueError: for any other value, naming it and the allowed ones.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "flip"
+    if isinstance(value, str) and value in TTA_MODES:
+        return value
+    raise ValueError(f"tta={value!r} is not a test-time augmentation mode; use one of "
+                     f"{', '.join(repr(m) for m in TTA_MODES)}, True (= 'flip') or False/None (off)")

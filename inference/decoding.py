@@ -20,13 +20,14 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES
+from data.vocab import CONDITIONS, STAGES, TTA_MODES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES
 
 __all__ = [
     "MIN_ZONE_FRACTION",
@@ -35,6 +36,7 @@ __all__ = [
     "decode_outputs",
     "flip_outputs",
     "merge_outputs",
+    "tta_passes",
     "mask_images",
 ]
 
@@ -91,9 +93,52 @@ def flip_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return mapped
 
 
-def merge_outputs(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Mean of two sets of logits (test-time augmentation)."""
-    return {key: (np.asarray(a[key], dtype=np.float32) + np.asarray(b[key], dtype=np.float32)) / 2 for key in a}
+def merge_outputs(*outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Mean of several sets of logits (test-time augmentation)."""
+    first, *rest = outputs
+    sums = {key: np.asarray(value, dtype=np.float32) for key, value in first.items()}
+    for other in rest:
+        sums = {key: value + np.asarray(other[key], dtype=np.float32) for key, value in sums.items()}
+    return {key: value / len(outputs) for key, value in sums.items()}
+
+
+_Batch = Any  # float32 [B,3,S,S]: a NumPy array or a torch tensor
+_Outputs = Mapping[str, np.ndarray]
+
+
+def _augment(batch: _Batch, *, turns: int, mirror: bool) -> _Batch:
+    if not (turns % 4 or mirror):
+        return batch
+    if hasattr(batch, "rot90"):  # a torch tensor (pinned, maybe on the GPU) stays one
+        if mirror:
+            batch = batch.flip(-1)
+        return batch.rot90(turns, dims=(-2, -1)) if turns % 4 else batch
+    array = np.asarray(batch)
+    if mirror:
+        array = array[..., ::-1]
+    # Contiguous: torch.as_tensor refuses the negative strides of these views.
+    return np.ascontiguousarray(np.rot90(array, turns, axes=(-2, -1)))
+
+
+def _restore(outputs: _Outputs, *, turns: int, mirror: bool) -> dict[str, np.ndarray]:
+    mapped = dict(outputs)
+    if turns % 4:
+        for key in ("zones", "loss"):
+            mapped[key] = np.rot90(outputs[key], -turns, axes=(-2, -1))
+    return flip_outputs(mapped) if mirror else mapped
+
+
+def tta_passes(mode: str) -> list[tuple[Callable[[_Batch], _Batch], Callable[[_Outputs], dict[str, np.ndarray]]]]:
+    """The passes of a test-time augmentation mode (a key of ``data.vocab.TTA_MODES``).
+
+    Each pass is ``(augment, restore)``: ``augment`` turns (and mirrors) a batch, and
+    ``restore`` maps the outputs for that batch back to the photo as given: masks turned
+    back by the inverse turn, then unmirrored with :func:`flip_outputs`. A turn leaves the
+    view, stage and condition logits as they are. The TTA outputs are
+    ``merge_outputs(*(restore(run(augment(batch))) for augment, restore in passes))``.
+    """
+    return [(partial(_augment, turns=turns, mirror=mirror), partial(_restore, turns=turns, mirror=mirror))
+            for turns, mirror in TTA_MODES[mode]]
 
 
 def _stage(cumulative_logits: np.ndarray, temperature: float,

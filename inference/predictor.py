@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from data.vocab import CONDITIONS, VIEWS, ZONES
-from inference.decoding import Geometry, decode_outputs, flip_outputs, merge_outputs
+from data.vocab import CONDITIONS, VIEWS, ZONES, tta_mode
+from inference.decoding import Geometry, decode_outputs, merge_outputs, tta_passes
 from inference.quality import WORK_SIDE, QualityThresholds, check_quality
 
 __all__ = ["Predictor", "Prediction", "model_id", "ROW_FIELDS"]
@@ -254,7 +254,7 @@ class Predictor:
         backend: Backend,
         *,
         model_name: str,
-        tta: bool = False,
+        tta: bool | str | None = None,
         quality: QualityThresholds | None = None,
         rules: Any = None,
         device: str = "cpu",
@@ -266,7 +266,10 @@ class Predictor:
             meta: the model's ``model.json`` contents.
             backend: float32 batch [B,3,S,S] -> raw outputs as NumPy arrays.
             model_name: the id written into every row's ``model.id``.
-            tta: average the outputs with those of the horizontally flipped photo.
+            tta: test-time augmentation: None/False (off), "flip" (the photo and its mirror),
+                "rot" (the photo turned by 0, 90, 180 and 270 degrees) or "d4" (the four
+                turns with and without the mirror); True means "flip". The outputs of the
+                passes are mapped back to the photo and their logits averaged.
             quality: quality-gate thresholds; module defaults when None.
             rules: candidacy rules (``inference.rules.load_rules()``); the defaults when None.
             device: where the torch model runs ("cpu", "cuda", "cuda:1").
@@ -279,7 +282,7 @@ class Predictor:
         self.model = model
         self.meta = dict(meta)
         self.input_size = int(self.meta["input_size"])
-        self.tta = tta
+        self.tta = tta_mode(tta)  # None or a key of data.vocab.TTA_MODES
         self.quality = quality or QualityThresholds()
         self.device = device
         self.model_name = model_name
@@ -305,7 +308,7 @@ class Predictor:
         path: str | Path,
         *,
         device: str = "cpu",
-        tta: bool = False,
+        tta: bool | str | None = None,
         quality: QualityThresholds | None = None,
         rules: Any = None,
     ) -> Predictor:
@@ -317,15 +320,18 @@ class Predictor:
                 (a folder holding only ``model.onnx`` works too).
             device: "cpu" or "cuda" (torch models); ONNX models run on ONNX Runtime's CPU
                 provider unless CUDA is asked for and available.
-            tta: flip test-time augmentation.
+            tta: test-time augmentation mode, as for :class:`Predictor` (None/False, True
+                or "flip", "rot", "d4").
             quality: quality-gate thresholds.
             rules: candidacy rules; ``load_rules()`` defaults when None.
 
         Raises:
+            ValueError: if ``tta`` is not a mode.
             FileNotFoundError: if ``path`` does not exist.
             models.checkpoint.CheckpointError: if the weights cannot be loaded safely (a
                 pickle in place of safetensors is refused, never executed).
         """
+        tta = tta_mode(tta)  # refuse a bad mode before loading anything
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"model not found: {path} (give a run folder, model.safetensors or model.onnx)")
@@ -366,12 +372,10 @@ class Predictor:
         return {"id": self.model_name, "rules_version": str(self.rules.version)}
 
     def forward(self, batch: Any) -> dict[str, np.ndarray]:
-        """Raw outputs for a preprocessed batch [B,3,S,S], with flip TTA when enabled."""
-        outputs = self._backend(batch)
-        if self.tta:
-            flipped = batch.flip(-1) if hasattr(batch, "flip") else np.ascontiguousarray(np.asarray(batch)[..., ::-1])
-            outputs = merge_outputs(outputs, flip_outputs(self._backend(flipped)))
-        return outputs
+        """Raw outputs for a preprocessed batch [B,3,S,S], averaged over the TTA passes when on."""
+        if self.tta is None:
+            return self._backend(batch)
+        return merge_outputs(*(restore(self._backend(augment(batch))) for augment, restore in tta_passes(self.tta)))
 
     def finish(
         self,

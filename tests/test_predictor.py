@@ -1,4 +1,4 @@
-"""Predictor: loading, preprocessing from model.json, decoding, flip TTA, safe weights."""
+"""Predictor: loading, preprocessing from model.json, decoding, flip / rotation TTA, safe weights."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONES
 from inference.decoding import Geometry, decode_outputs, flip_outputs
 from inference.predictor import ROW_FIELDS, Predictor
 from models import CheckpointError, create_model, inference_meta, save_checkpoint
@@ -146,12 +146,73 @@ def test_flip_swaps_left_right_views_and_temples() -> None:
 
 def test_tta_averages_with_the_mirrored_photo(run_dir: Path) -> None:
     plain, tta = Predictor.load(run_dir), Predictor.load(run_dir, tta=True)
+    assert tta.tta == "flip" and plain.tta is None
     batch = torch.from_numpy(np.stack([plain.transform(_photo(seed=s))[0] for s in range(2)]))
     a, b = plain.forward(batch), plain.forward(batch.flip(-1))
     mirrored = flip_outputs(b)
     got = tta.forward(batch)
+    named = Predictor.load(run_dir, tta="flip").forward(batch)
     for key in a:
         np.testing.assert_allclose(got[key], (a[key] + mirrored[key]) / 2, atol=1e-5)
+        np.testing.assert_array_equal(named[key], got[key])
+
+
+def _square_batch(predictor: Predictor, n: int = 2) -> np.ndarray:
+    # Square photos fill the square input, so turning the batch turns the photos.
+    return np.stack([predictor.transform(_photo(64, 64, seed=s))[0] for s in range(n)])
+
+
+def _turn(outputs: dict[str, np.ndarray], turns: int) -> dict[str, np.ndarray]:
+    """Outputs with the masks turned counter-clockwise (views and temples left alone)."""
+    return {**outputs, **{key: np.rot90(outputs[key], turns, axes=(-2, -1)) for key in ("zones", "loss")}}
+
+
+def _assert_outputs_close(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    assert set(got) == set(expected)
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], atol=1e-5, err_msg=key)
+
+
+def test_rot_tta_is_the_mean_of_the_four_turns_turned_back(run_dir: Path) -> None:
+    plain, rot = Predictor.load(run_dir), Predictor.load(run_dir, tta="rot")
+    batch = _square_batch(plain)
+    passes = [_turn(plain.forward(np.ascontiguousarray(np.rot90(batch, k, axes=(-2, -1)))), -k) for k in range(4)]
+    expected = {key: np.mean([p[key] for p in passes], axis=0) for key in passes[0]}
+    _assert_outputs_close(rot.forward(batch), expected)
+    _assert_outputs_close(rot.forward(torch.from_numpy(batch)), expected)  # tensors as the scorer gives them
+
+
+@pytest.mark.parametrize("mode, mirror", [("rot", False), ("d4", False), ("d4", True)])
+def test_rotation_tta_gives_a_turned_photo_the_turned_outputs(run_dir: Path, mode: str, mirror: bool) -> None:
+    # A quarter turn (after a mirror, for d4) of the photo: the same stage and conditions,
+    # the same view (left and right swapped by the mirror) and the masks turned likewise.
+    plain, tta = Predictor.load(run_dir), Predictor.load(run_dir, tta=mode)
+    batch = _square_batch(plain)
+    moved = batch[..., ::-1] if mirror else batch
+    moved = np.ascontiguousarray(np.rot90(moved, 1, axes=(-2, -1)))
+
+    def expected_for_moved(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _turn(flip_outputs(outputs) if mirror else outputs, 1)
+
+    got, expected = tta.forward(moved), expected_for_moved(tta.forward(batch))
+    _assert_outputs_close(got, expected)
+    if mirror:
+        np.testing.assert_allclose(got["view"], tta.forward(batch)["view"][:, list(VIEW_MIRROR)], atol=1e-5)
+    # Without TTA the untrained network does not do this by itself: the mapping back is tested.
+    bare, bare_expected = plain.forward(moved), expected_for_moved(plain.forward(batch))
+    for key in ("stage", "view", "zones"):
+        assert not np.allclose(bare[key], bare_expected[key], atol=1e-4), key
+
+
+@pytest.mark.parametrize("bad", ["rotate", "D4", "", 2])
+def test_an_unknown_tta_mode_is_refused_with_the_allowed_ones(run_dir: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match=rf"tta={bad!r}.*'flip', 'rot', 'd4'"):
+        Predictor.load(run_dir, tta=bad)
+    plain = Predictor.load(run_dir)
+    with pytest.raises(ValueError, match=rf"tta={bad!r}"):
+        Predictor(plain.model, plain.meta, lambda batch: {}, model_name="x", tta=bad)
+    assert Predictor.load(run_dir, tta=False).tta is None
+    assert Predictor.load(run_dir, tta="d4").tta == "d4"
 
 
 def test_pickled_weights_are_refused_without_running_them(tmp_path: Path, run_dir: Path) -> None:

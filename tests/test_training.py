@@ -257,14 +257,38 @@ def test_train_then_evaluate_round_trip_leaves_no_pickle(photos: dict[str, Path]
     assert set(metrics["by"]["skin_tone"]) == {"I", "VI"}
     for png in ("precision_recall.png", "stage_confusion.png", "reliability.png"):
         assert (run / "eval" / png).stat().st_size > 1000
-    assert metrics["tta"] is False
+    assert metrics["tta"] is None
     assert metrics["metrics"]["stage"]["ci"]["draws"] == 1000
     result = subprocess.run(
         [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run), "--data",
-         str(photos["val"]), "--tta", "--out", str(run / "eval_tta"), "--no-progress"],
+         str(photos["val"]), "--tta", "rot", "--out", str(run / "eval_tta"), "--no-progress"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert json.loads((run / "eval_tta" / "metrics.json").read_text())["tta"] is True
+    assert json.loads((run / "eval_tta" / "metrics.json").read_text())["tta"] == "rot"
+    # tta=True (what a bare --tta gives, see below) is still the flip.
+    assert evaluate_run(run, photos["val"], ci_draws=0, tta=True)["tta"] == "flip"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "score"])
+def test_a_bare_tta_flag_still_means_flip(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.cli import build_parser
+
+    parser = build_parser()
+    first = ["evaluate", "--model", "m", "--data", "d.csv"] if command == "evaluate" else \
+        ["score", "photos/", "--model", "m", "--out", "r.jsonl"]
+    assert parser.parse_args(first).tta is None
+    assert parser.parse_args([*first, "--tta"]).tta == "flip"
+    assert parser.parse_args([*first, "--tta", "d4"]).tta == "d4"
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args([*first, "--tta", "sideways"])
+    assert exit_info.value.code == 2
+    assert "'sideways'" in capsys.readouterr().err
+
+
+def test_evaluate_run_refuses_an_unknown_tta_mode(tmp_path: Path) -> None:
+    # Refused before the model or the manifest is even looked at.
+    with pytest.raises(ValueError, match=r"tta='rotate'.*'flip', 'rot', 'd4'"):
+        evaluate_run(tmp_path / "no_run", tmp_path / "no.csv", tta="rotate")
 
 
 def test_evaluate_refuses_an_unknown_column(photos: dict[str, Path], tmp_path: Path) -> None:
@@ -327,6 +351,60 @@ def test_evaluation_tta_treats_a_photo_and_its_mirror_alike(run_dir: Path, tmp_p
     np.testing.assert_allclose(tta.view_logits[1], tta.view_logits[0][list(VIEW_MIRROR)], atol=1e-5)
     np.testing.assert_allclose(tta.stage_logits[1], tta.stage_logits[0], atol=1e-5)
     np.testing.assert_allclose(tta.condition_logits[1], tta.condition_logits[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode, mirror", [("rot", False), ("d4", False), ("d4", True)])
+def test_evaluation_rotation_tta_treats_a_photo_and_its_turn_alike(
+        run_dir: Path, tmp_path: Path, mode: str, mirror: bool) -> None:
+    # A quarter turn (after a mirror, for d4): same stage and conditions, same view (left
+    # and right swapped by the mirror); the untrained model alone does not do that.
+    from data.dataset import ScalpDataset
+    from data.manifest import read_manifest
+    from data.transforms import build_transforms
+    from data.vocab import VIEW_MIRROR
+    from models import load_checkpoint
+    from training.loop import evaluate, make_loader
+
+    photo = np.random.default_rng(4).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+    moved = np.rot90(photo[:, ::-1] if mirror else photo)
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    Image.fromarray(np.ascontiguousarray(moved)).save(tmp_path / "b.png")
+    (tmp_path / "m.csv").write_text(",".join(MANIFEST_COLUMNS) + "\n"
+                                    "a.png,P1,left,,,,3,,\nb.png,P1,left,,,,3,,\n")
+    model, meta = load_checkpoint(run_dir)
+    dataset = ScalpDataset(read_manifest(tmp_path / "m.csv"),
+                           transform=build_transforms(64, meta["mean"], meta["std"], train=False))
+    loader = make_loader(dataset, batch_size=2, train=False, seed=0)
+    views = list(VIEW_MIRROR) if mirror else slice(None)
+    device = torch.device("cpu")
+    for tta in (None, mode):
+        _, preds = evaluate(model, loader, device=device, tta=tta)
+        same = [np.allclose(preds.view_logits[1], preds.view_logits[0][views], atol=1e-5),
+                np.allclose(preds.stage_logits[1], preds.stage_logits[0], atol=1e-5),
+                np.allclose(preds.condition_logits[1], preds.condition_logits[0], atol=1e-5)]
+        assert same == ([True] * 3 if tta else [False] * 3), (tta, same)
+
+
+def test_evaluation_rot_tta_is_the_mean_of_the_four_turns_turned_back(run_dir: Path) -> None:
+    from models import load_checkpoint
+    from training.loop import _forward_tta
+
+    model, _ = load_checkpoint(run_dir)
+    model.eval()
+    images = torch.from_numpy(np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        passes = []
+        for k in range(4):
+            outputs = model(images.rot90(k, dims=(-2, -1)))
+            for key in ("zones", "loss"):
+                outputs[key] = outputs[key].rot90(-k, dims=(-2, -1))
+            passes.append(outputs)
+        _, got = _forward_tta(model, {"image": images}, torch.device("cpu"), channels_last=False,
+                              amp=False, mode="rot")
+    assert set(got) == set(passes[0])
+    for key in got:
+        expected = torch.stack([p[key] for p in passes]).mean(0)
+        torch.testing.assert_close(got[key], expected, atol=1e-5, rtol=0, msg=key)
 
 
 def test_init_from_starts_the_whole_network_from_a_trained_run(photos: dict[str, Path],

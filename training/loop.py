@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from data.files import write_text_atomic
-from data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES
+from data.vocab import CONDITIONS, STAGES, TTA_MODES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES, tta_mode
 from models.checkpoint import inference_meta, load_checkpoint, save_checkpoint, write_safetensors
 
 from .calibrate import fit_calibration
@@ -292,21 +293,50 @@ def _forward(model: nn.Module, batch: dict[str, Any], device: torch.device, *,
     return batch, {k: v.float() for k, v in outputs.items()}
 
 
-def _forward_tta(model: nn.Module, batch: dict[str, Any], device: torch.device, *,
-                 channels_last: bool, amp: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """`_forward`, averaged with the horizontally flipped photo (test-time augmentation).
+def _augment(images: Tensor, *, turns: int, mirror: bool) -> Tensor:
+    if mirror:
+        images = images.flip(-1)
+    return images.rot90(turns, dims=(-2, -1)) if turns % 4 else images
 
-    The flipped outputs are mapped back first: masks flipped, left/right views and temples
-    swapped (the same mapping as ``inference.decoding.flip_outputs``); then the logits of
-    both passes are averaged, as the predictor's ``tta`` does.
+
+def _restore(outputs: dict[str, Tensor], *, turns: int, mirror: bool) -> dict[str, Tensor]:
+    mapped = dict(outputs)
+    if turns % 4:
+        for key in ("zones", "loss"):
+            mapped[key] = outputs[key].rot90(-turns, dims=(-2, -1))
+    if mirror:
+        mapped["view"] = mapped["view"][:, list(VIEW_MIRROR)]
+        mapped["zones"] = mapped["zones"][:, list(ZONE_MIRROR)].flip(-1)
+        mapped["loss"] = mapped["loss"].flip(-1)
+    return mapped
+
+
+def _tta_passes(mode: str) -> list[tuple[Callable[[Tensor], Tensor],
+                                          Callable[[dict[str, Tensor]], dict[str, Tensor]]]]:
+    """The passes of a TTA mode (``data.vocab.TTA_MODES``) as ``(augment, restore)``.
+
+    ``augment`` mirrors and turns the images; ``restore`` maps the outputs back to the photo
+    as given: masks turned back by the inverse turn, then unmirrored with left/right views
+    and temples swapped; a turn leaves view, stage and conditions as they are. The same
+    passes as ``inference.decoding.tta_passes``, on tensors.
     """
-    batch, outputs = _forward(model, batch, device, channels_last=channels_last, amp=amp)
-    _, mirrored = _forward(model, {"image": batch["image"].flip(-1)}, device,
-                           channels_last=channels_last, amp=amp)
-    mirrored["view"] = mirrored["view"][:, list(VIEW_MIRROR)]
-    mirrored["zones"] = mirrored["zones"][:, list(ZONE_MIRROR)].flip(-1)
-    mirrored["loss"] = mirrored["loss"].flip(-1)
-    return batch, {k: (v + mirrored[k]) / 2 for k, v in outputs.items()}
+    return [(partial(_augment, turns=turns, mirror=mirror), partial(_restore, turns=turns, mirror=mirror))
+            for turns, mirror in TTA_MODES[mode]]
+
+
+def _forward_tta(model: nn.Module, batch: dict[str, Any], device: torch.device, *,
+                 channels_last: bool, amp: bool, mode: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """`_forward` with test-time augmentation: the mean logits of the passes of ``mode``,
+    each mapped back to the photo first, as the predictor's ``tta`` does."""
+    batch = _to_device(batch, device)
+    sums: dict[str, Tensor] = {}
+    passes = _tta_passes(mode)
+    for augment, restore in passes:
+        _, outputs = _forward(model, {"image": augment(batch["image"])}, device,
+                              channels_last=channels_last, amp=amp)
+        for key, value in restore(outputs).items():
+            sums[key] = sums[key] + value if key in sums else value
+    return batch, {key: value / len(passes) for key, value in sums.items()}
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss,
@@ -364,14 +394,17 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss
 def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None = None, *,
              device: torch.device, amp: bool = False, channels_last: bool = False,
              subjects: Sequence[str] | None = None, progress: bool = False,
-             desc: str = "eval", tta: bool = False) -> tuple[dict[str, float], Predictions]:
+             desc: str = "eval", tta: bool | str | None = None) -> tuple[dict[str, float], Predictions]:
     """Run ``model`` over ``loader`` and gather every output and label.
 
     Masks are compared at the label resolution (logits upsampled bilinearly, > 0).
 
     Args:
         subjects: subject id of every dataset row (by ``index``), for per-person metrics.
-        tta: average every output with that of the horizontally flipped photo.
+        tta: test-time augmentation: None/False (off), "flip" (the photo and its mirror),
+            "rot" (the photo turned by 0, 90, 180 and 270 degrees) or "d4" (the four turns
+            with and without the mirror); True means "flip". Each pass's outputs are mapped
+            back to the photo, then the logits are averaged.
 
     Returns:
         Mean losses (empty without ``loss_fn``) and the gathered `Predictions`.
@@ -383,7 +416,8 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None
         "index")}
     sums: dict[str, float] = {}
     photos = 0
-    forward = _forward_tta if tta else _forward
+    mode = tta_mode(tta)
+    forward = _forward if mode is None else partial(_forward_tta, mode=mode)
     for batch in _progress(loader, enabled=progress, desc=desc, total=len(loader)):
         batch, outputs = forward(model, batch, device, channels_last=channels_last, amp=amp)
         images = batch["image"]
@@ -1011,7 +1045,7 @@ def _column_values(rows: Sequence[Any], column: str) -> list[str]:
 def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
                  out_dir: str | os.PathLike | None = None, by: Sequence[str] = (),
                  batch_size: int = 32, device: str = "cpu", workers: int = 0,
-                 progress: bool = False, tta: bool = False,
+                 progress: bool = False, tta: bool | str | None = None,
                  ci_draws: int = 1000) -> dict[str, Any]:
     """Evaluate a trained run on a manifest; write ``metrics.json`` and plots.
 
@@ -1026,19 +1060,24 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         workers: DataLoader worker processes.
         progress: show a progress bar.
-        tta: average with the horizontally flipped photo, as ``Predictor(tta=True)`` and
-            ``scalpscan score --tta`` do (the temperatures were fitted without it).
+        tta: test-time augmentation mode as for `evaluate` (None/False, True = "flip",
+            "rot", "d4"), as ``Predictor(tta=...)`` and ``scalpscan score --tta`` run it
+            (the temperatures and thresholds were fitted without it).
         ci_draws: person-bootstrap draws for the stage intervals (0 = none); the
             breakdowns get none.
 
     Returns:
         ``{"metrics": ..., "by": {column: {value: metrics}}, "model": ..., "data": ...,
-        "tta": ...}``.
+        "tta": None or the mode}``.
+
+    Raises:
+        ValueError: if ``tta`` is not a mode.
     """
     from data.dataset import ScalpDataset
     from data.manifest import read_manifest
     from data.transforms import build_transforms
 
+    tta = tta_mode(tta)  # refuse a bad mode before loading anything
     torch_device = torch.device(device)
     model, meta = load_checkpoint(model_path, map_location=torch_device)
     rows = read_manifest(manifest)

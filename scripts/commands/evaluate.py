@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data.vocab import TTA_MODES
+
 HELP = "evaluate a run on a manifest: metrics.json, a metrics table and plots"
 
 EPILOG = """\
@@ -13,6 +15,7 @@ examples:
   scalpscan evaluate --model runs/lite0 --data local/norwood/valid/manifest.csv --out runs/lite0/eval_valid
   scalpscan evaluate --model runs/demo --data test.csv --by skin_tone --by hair_colour --by sex
   scalpscan evaluate --model runs/lite0 --data valid.csv --tta --out runs/lite0/eval_valid_tta
+  scalpscan evaluate --model runs/lite0 --data valid.csv --tta d4 --out runs/lite0/eval_valid_d4
 
 Prints per-condition AP / AUROC / F1 (at the run's calibrated thresholds) and macro
 means, stage accuracy / MAE / quadratic weighted kappa / ECE per photo and per person
@@ -21,6 +24,9 @@ means, stage accuracy / MAE / quadratic weighted kappa / ECE per photo and per p
 the same broken down by view and by every --by column (any manifest column: sex,
 skin_tone, hair_colour, source, ...). Writes metrics.json and PNG plots (learning curves,
 precision-recall, stage confusion, reliability) to --out (default: RUN/eval).
+--tta measures the model as `scalpscan score --tta` runs it: each photo's logits averaged
+with those of its mirror (flip, the default), of its 90-degree turns (rot) or of both (d4),
+mapped back first; the temperatures and thresholds stay the ones fitted without TTA.
 Exit code 2 = bad arguments or unreadable model/manifest.
 """
 
@@ -37,8 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="decoding processes (default 0)")
     parser.add_argument("--ci", type=int, default=1000, metavar="DRAWS",
                         help="person-bootstrap draws for the 95%% stage intervals (default 1000; 0 = none)")
-    parser.add_argument("--tta", action="store_true",
-                        help="average with the horizontally flipped photo (as score --tta)")
+    parser.add_argument("--tta", nargs="?", const="flip", choices=list(TTA_MODES), metavar="MODE",
+                        help="test-time augmentation, as score --tta: flip (the default: average with "
+                             "the mirrored photo), rot (the photo turned by 0/90/180/270 degrees) or "
+                             "d4 (the four turns with and without the mirror)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

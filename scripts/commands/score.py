@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from data.vocab import TTA_MODES
+
 HELP = "score photos (files, folders, manifests) into results.jsonl, resumable and shardable"
 
 EPILOG = """\
@@ -16,12 +18,17 @@ examples:
   scalpscan score day1/ day2/*.heic --model model.onnx --out results.csv
   scalpscan score photos/ --model runs/demo --out part0.jsonl --shard 0/4     # machine 1 of 4
   torchrun --nproc-per-node 4 -m scripts.cli score photos/ --model runs/demo --out results.jsonl --device cuda
+  scalpscan score photos/ --model runs/demo --out results.jsonl --tta rot        # sideways phone photos
 
 Run the same command again after a crash or interruption: photos that already have a row
 are skipped. Exit code: 0 when every photo is ok, 1 when some are error or recapture,
 2 for bad arguments (missing input or model, bad intake sheet, bad --shard).
 The subject of a photo is the manifest's subject column, else the file name's leading
 token (P001_top.jpg -> P001), else a folder named like a subject on the intake sheet.
+--tta averages each photo's logits with those of its mirror (flip, the default), of its
+90-degree turns (rot: 4 passes) or of both (d4: 8 passes), mapped back first; the
+temperatures and thresholds stay the ones fitted without TTA. Give the inputs before a
+bare --tta (or name the mode), since a word after it is read as the mode.
 """
 
 
@@ -40,7 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N); default cpu")
     parser.add_argument("--format", choices=("jsonl", "csv"), default=None, help="default: from --out's suffix")
     parser.add_argument("--shard", help="K/N: score only shard K (0..N-1) of N; default from torchrun's RANK/WORLD_SIZE")
-    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped photo")
+    parser.add_argument("--tta", nargs="?", const="flip", choices=list(TTA_MODES), metavar="MODE",
+                        help="test-time augmentation: flip (the default: average with the mirrored photo), "
+                             "rot (the photo turned by 0/90/180/270 degrees) or d4 (the four turns with "
+                             "and without the mirror)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
