@@ -13,12 +13,12 @@ import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from data.manifest import ManifestRow
 from data.vocab import CONDITIONS
 
-__all__ = ["SPLIT_NAMES", "parse_ratios", "split_rows", "shared_subjects"]
+__all__ = ["SPLIT_NAMES", "parse_ratios", "split_rows", "fold_subjects", "shared_subjects"]
 
 #: Names of the parts, in the order the ratios are given.
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -131,6 +131,46 @@ def split_rows(
     for row in rows:
         parts[assignment[row.subject]].append(row)
     return parts
+
+
+def fold_subjects(rows: Sequence[ManifestRow], folds: int, *, seed: int = 0) -> dict[str, int]:
+    """Deal subjects into ``folds`` folds for K-fold cross-validation, stratified by label.
+
+    Every photo of a subject lands in the subject's fold, so a fold model never sees a
+    person it is validated on. Folds get about the same number of photos and the same mix
+    of stages (scikit-learn's ``StratifiedGroupKFold``; strata as in `split_rows`).
+
+    Args:
+        rows: Manifest rows.
+        folds: Number of folds, at least 2 and at most the number of subjects.
+        seed: The same seed and rows always give the same folds.
+
+    Returns:
+        Subject -> fold index (0 to ``folds - 1``); every fold holds at least one subject.
+
+    Raises:
+        ValueError: for fewer than 2 folds or more folds than subjects.
+    """
+    by_subject: dict[str, list[ManifestRow]] = defaultdict(list)
+    for row in rows:
+        by_subject[row.subject].append(row)
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds={folds!r}: cross-validation needs at least 2 folds")
+    if len(by_subject) < folds:
+        raise ValueError(f"{len(by_subject)} subject(s) cannot fill {folds} folds; expected at "
+                         f"least {folds} subjects (or fewer folds)")
+    strata = {s: _stratum(photos) for s, photos in by_subject.items()}
+    ordered = [row.subject for row in rows]
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    assignment: dict[str, int] = {}
+    with warnings.catch_warnings():
+        # Rare strata (fewer subjects than folds) only make the stratification approximate.
+        warnings.simplefilter("ignore")
+        for fold, (_, held_out) in enumerate(splitter.split(
+                ordered, [strata[s] for s in ordered], groups=ordered)):
+            for i in held_out:
+                assignment[ordered[i]] = fold
+    return dict(sorted(assignment.items()))
 
 
 def shared_subjects(parts: dict[str, Sequence[ManifestRow]]) -> dict[str, list[str]]:

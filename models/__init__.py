@@ -2,7 +2,7 @@
 
 What other packages use::
 
-    from models import create_model, list_models, list_backbones
+    from models import create_model, list_models, list_backbones, ensemble_of
     from models import save_checkpoint, load_checkpoint, inference_meta, CheckpointError
     from models.heads import ordinal_probabilities, ordinal_to_stage_index
 """
@@ -10,7 +10,7 @@ What other packages use::
 from models.backbones import BACKBONES, create_backbone, list_backbones
 from models.checkpoint import CheckpointError, inference_meta, load_checkpoint, save_checkpoint
 from models.heads import ordinal_expected_index, ordinal_probabilities, ordinal_to_stage_index
-from models.network import MODELS, ScalpNet, create_model, list_models
+from models.network import MODELS, ScalpEnsemble, ScalpNet, create_model, ensemble_of, list_models
 from models.pretrained import LoadReport, PretrainedError
 from models.registry import RegistryError, UnknownNameError
 
@@ -21,10 +21,12 @@ __all__ = [
     "LoadReport",
     "PretrainedError",
     "RegistryError",
+    "ScalpEnsemble",
     "ScalpNet",
     "UnknownNameError",
     "create_backbone",
     "create_model",
+    "ensemble_of",
     "inference_meta",
     "list_backbones",
     "list_models",

@@ -27,7 +27,7 @@ from models.heads import ClassifierHead, DenseHead, FPNDecoder, OrdinalHead
 from models.pretrained import load_backbone_weights
 from models.registry import Registry
 
-__all__ = ["MODELS", "ScalpNet", "create_model", "list_models"]
+__all__ = ["MODELS", "ScalpEnsemble", "ScalpNet", "create_model", "ensemble_of", "list_models"]
 
 #: The registry of whole networks; factories take keyword-only arguments.
 MODELS = Registry("model")
@@ -121,6 +121,61 @@ class ScalpNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+@MODELS.register("scalpnet_ensemble")
+class ScalpEnsemble(nn.Module):
+    """Several networks of one architecture whose raw outputs are averaged.
+
+    ``scalpscan train --folds K`` builds one from its K fold models (`ensemble_of`): each
+    was trained without one fold of the persons, and their mean logits are the model. The
+    outputs have the members' keys and shapes, so decoding, calibration, scoring and ONNX
+    export treat it as any other network; it costs K forward passes.
+
+    Args:
+        members: Number of member networks (at least 2).
+        member: The members' architecture, ``{"name": ..., "kwargs": {...}}`` as a
+            checkpoint stores it (the kwargs of a registered network other than this one).
+    """
+
+    def __init__(self, *, members: int = 2, member: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if not isinstance(members, int) or members < 2:
+            raise ValueError(f"members must be an int of at least 2, got {members!r}")
+        member = member or {"name": "scalpnet", "kwargs": {}}
+        if (not isinstance(member, dict) or not isinstance(member.get("kwargs", {}), dict)
+                or member.get("name") == "scalpnet_ensemble"):
+            raise ValueError("member must be {'name': NETWORK, 'kwargs': {...}} naming a "
+                             f"network other than scalpnet_ensemble, got {member!r}")
+        kwargs = {k: v for k, v in member.get("kwargs", {}).items() if k != "pretrained"}
+        self.members = nn.ModuleList(
+            create_model(member.get("name", "scalpnet"), **kwargs) for _ in range(members))
+        first = self.members[0]
+        self.resolved_kwargs = {"member": dict(first.architecture)}
+        self.pretrained_cfg = dict(first.pretrained_cfg)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The mean of the members' raw outputs (see :meth:`ScalpNet.forward`)."""
+        outputs = [member(x) for member in self.members]
+        return {key: torch.stack([o[key] for o in outputs]).mean(dim=0) for key in outputs[0]}
+
+
+def ensemble_of(models: list[nn.Module]) -> ScalpEnsemble:
+    """A `ScalpEnsemble` holding copies of the weights of ``models`` (one architecture).
+
+    Raises:
+        ValueError: for fewer than two models or models of different architectures.
+    """
+    if len(models) < 2:
+        raise ValueError(f"an ensemble needs at least 2 models, got {len(models)}")
+    architectures = [getattr(m, "architecture", None) for m in models]
+    if any(a != architectures[0] for a in architectures) or architectures[0] is None:
+        raise ValueError("ensemble members must share one architecture (name and kwargs); got "
+                         + "; ".join(map(str, architectures)))
+    ensemble = create_model("scalpnet_ensemble", members=len(models), member=architectures[0])
+    for target, source in zip(ensemble.members, models):
+        target.load_state_dict(source.state_dict())
+    return ensemble
+
+
 def create_model(name: str = "scalpnet", *,
                  pretrained: bool | str | os.PathLike[str] | None = False,
                  **kwargs: Any) -> nn.Module:
@@ -149,6 +204,9 @@ def create_model(name: str = "scalpnet", *,
     bound.apply_defaults()
     model = factory(**kwargs)
     report = None
+    if pretrained and not hasattr(model, "backbone"):
+        raise ValueError(f"create_model({name!r}): pretrained weights load into a network's "
+                         "backbone and this one has none; build its members with them")
     if pretrained:
         report = load_backbone_weights(model.backbone, model.backbone_name, pretrained)
     # Every argument, defaults included, so a checkpoint rebuilds the same network even if

@@ -15,6 +15,7 @@ Examples::
     python -m scripts.bench_train synth2real    # renders alone -> real valid; renders+real -> valid
     python -m scripts.bench_train throughput    # photos/s: training step vs bare forward+backward
     python -m scripts.bench_train reeval        # stored real/mixed runs again: current metrics + flip TTA
+    python -m scripts.bench_train cv            # 5-fold CV on Norwood train: out-of-fold + ensemble -> valid
 
 The real data is read from ``local/norwood/{train,valid}/manifest.csv`` (written by
 ``scalpscan import``); photos are pre-resized once into ``local/cache/`` so that CPU
@@ -388,6 +389,116 @@ def run_reeval(args: argparse.Namespace) -> None:
               f"{_f(plain['stage_accuracy'])} -> {_f(tta['stage_accuracy'])}", flush=True)
         stored.update(test=plain, test_tta=tta)
         _store(name, stored)
+
+
+# The cross-validation recipe: the real recipe at 160 px for 10 epochs without renders (on
+# the train-internal split as good as 224 px, at about a third of the CPU time), so that
+# K fold models fit in one CPU session.
+CV_RECIPE: dict[str, Any] = {**REAL_RECIPE, "image_size": 160, "epochs": 10, "threads": 2}
+CV_MARKER = "bench_train_cv"
+
+
+def run_cv(args: argparse.Namespace) -> None:
+    """K-fold person-grouped cross-validation on Norwood train (`scalpscan train --folds`):
+    out-of-fold figures over every train person, then the fold ensemble and each of its
+    members alone on valid (persons never seen), all from the same run."""
+    from training.config import apply_overrides, load_config
+    from training.crossval import OOF_DIR, cross_validate
+
+    train, valid = _real_manifests(args.cache_side)
+    name = f"cv{args.folds}{args.tag}"
+    out = RESULTS / "runs" / name
+    values = {k: v for k, v in CV_RECIPE.items() if not isinstance(v, dict)}
+    config = load_config(None, data=str(train), out=str(out), folds=args.folds, **values)
+    dotted = [f"{key}.{k}={v}" for key, d in CV_RECIPE.items() if isinstance(d, dict)
+              for k, v in d.items()]
+    config = apply_overrides(config, dotted + args.set)
+    start = time.perf_counter()
+    cross_validate(config, resume=(out / "cv.json").is_file(), overwrite=False,
+                   log=lambda m: print(f"[{name}] {m}", flush=True))
+    seconds = time.perf_counter() - start
+    oof = json.loads((out / OOF_DIR / "metrics.json").read_text())
+    members = []
+    for fold in range(args.folds):
+        members.append(_headline(_evaluate(out / f"fold_{fold + 1}", valid, None)))
+    ensemble = _headline(_evaluate(out, valid, out / "eval_valid", by=("view",)))
+    tta = {mode: _headline(_evaluate(out, valid, None, tta=mode)) for mode in args.tta_modes}
+    _store(name, {"title": f"{args.folds}-fold cross-validation on Norwood train",
+                  "recipe": {**CV_RECIPE, **_overrides(args.set)}, "folds": args.folds,
+                  "oof": {**_headline(oof["metrics"]), "persons": oof["persons"]},
+                  "per_fold": oof["per_fold"], "members": members, "ensemble": ensemble,
+                  "ensemble_tta": tta, "train_seconds": seconds,
+                  "command": _command(), "machine": _machine(),
+                  "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "run": str(out.relative_to(REPO))})
+
+
+def render_cv_report() -> str:
+    """Markdown for the stored cross-validation results (the `bench_train_cv` section)."""
+    stored = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("cv*.json"))]
+    lines = ["## Cross-validation and fold ensembles (`scalpscan train --folds`)", ""]
+    cols = ("stage_accuracy", "stage_mae", "stage_qwk", "stage_ece", "stage_ece_floor",
+            "person_accuracy", "person_mae", "person_qwk", "view_accuracy")
+    header = ("| what | photos | persons | acc | MAE | QWK | ECE | ECE floor | person acc "
+              "| person MAE | person QWK | view acc |")
+    for r in stored:
+        rec = r["recipe"]
+
+        def row(label: str, t: dict[str, Any], persons: Any) -> str:
+            return (f"| {label} | {t['photos']} | {persons} | "
+                    + " | ".join(_f(t.get(k)) for k in cols) + " |")
+
+        members = r["members"]
+        mean = {k: (sum(m[k] for m in members) / len(members) if all(
+            m.get(k) is not None for m in members) else None) for k in cols}
+        mean["photos"] = members[0]["photos"]
+        lines += [
+            f"{r['title']}: {rec['backbone']} (ImageNet) at {rec['image_size']} px, "
+            f"{rec['epochs']} epochs per fold, no renders; {r['train_seconds'] / 60:.0f} min "
+            f"for all {r['folds']} folds on {r['machine']}. Command: `{r['command']}`.", "",
+            header, "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            row("out-of-fold, every train person (calibration fitted on these outputs)",
+                r["oof"], r["oof"].get("persons")),
+            row(f"valid: ensemble of the {r['folds']} fold models", r["ensemble"],
+                r["ensemble"].get("person_n")),
+            row(f"valid: one fold model alone (mean of {r['folds']})", mean,
+                members[0].get("person_n")),
+        ]
+        for mode, t in sorted(r.get("ensemble_tta", {}).items()):
+            lines.append(row(f"valid: ensemble, `--tta {mode}`", t, t.get("person_n")))
+        for i, m in enumerate(members):
+            lines.append(row(f"valid: fold {i + 1} model alone", m, m.get("person_n")))
+        ci = r["oof"].get("stage_ci") or {}
+        eci = r["ensemble"].get("stage_ci") or {}
+        span = lambda c, k: f"{c[k][0]:.2f}–{c[k][1]:.2f}" if c.get(k) else "–"
+        lines += ["", f"95 % person-bootstrap intervals: out-of-fold acc {span(ci, 'accuracy')}, "
+                  f"MAE {span(ci, 'mae')}, QWK {span(ci, 'qwk')} "
+                  f"({r['oof'].get('persons')} persons); valid ensemble acc "
+                  f"{span(eci, 'accuracy')}, MAE {span(eci, 'mae')}, QWK {span(eci, 'qwk')} "
+                  f"({r['ensemble'].get('person_n')} persons).", ""]
+        spread = r.get("per_fold", {})
+        if spread:
+            lines += ["Each fold model on its own held-out fold (its own calibration), mean ± "
+                      "SD over folds: " + "; ".join(
+                          f"{k.replace('_', ' ')} {v['mean']:.3f} ± {v['sd']:.3f}"
+                          for k, v in spread.items()) + ".", ""]
+    return "\n".join(lines)
+
+
+def write_section(marker: str, text: str) -> None:
+    """Replace (or append) the ``marker`` section of BENCHMARKS.md."""
+    from data.files import write_text_atomic
+
+    target = REPO / "BENCHMARKS.md"
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    current = target.read_text() if target.is_file() else "# Benchmarks\n"
+    block = f"{start}\n{text}\n{end}"
+    if start in current and end in current:
+        before, rest = current.split(start, 1)
+        updated = before + block + rest.split(end, 1)[1]
+    else:
+        updated = current.rstrip("\n") + "\n\n" + block + "\n"
+    write_text_atomic(target, updated)
 
 
 def run_mixed(args: argparse.Namespace) -> None:
@@ -804,17 +915,7 @@ def write_report(notes: Path | None) -> None:
     from data.files import write_text_atomic
 
     text = render_report()
-    target = REPO / "BENCHMARKS.md"
-    start, end = f"<!-- {MARKER} -->", f"<!-- /{MARKER} -->"
-    current = target.read_text() if target.is_file() else "# Benchmarks\n"
-    block = f"{start}\n{text}\n{end}"
-    if start in current and end in current:
-        before, rest = current.split(start, 1)
-        after = rest.split(end, 1)[1]
-        updated = before + block + after
-    else:
-        updated = current.rstrip("\n") + "\n\n" + block + "\n"
-    write_text_atomic(target, updated)
+    write_section(MARKER, text)
     if notes is not None:
         write_text_atomic(notes, text + "\n")
 
@@ -823,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=("real", "mixed", "synth", "synth2real", "throughput",
-                                         "quick", "reeval", "report"))
+                                         "quick", "reeval", "cv", "report"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for the training runs")
     parser.add_argument("--cache-side", type=int, default=224, help="pre-resize real photos to this side")
@@ -847,6 +948,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recalibrate", action="store_true",
                         help="real, mixed: refit the stored run's calibration with the current code "
                              "(on its own validation split) and test it again; no training")
+    parser.add_argument("--folds", type=int, default=5, help="cv: number of folds")
+    parser.add_argument("--tta-modes", nargs="*", default=[], metavar="MODE",
+                        help="cv: also test the ensemble with these TTA modes (flip, rot, d4)")
     parser.add_argument("--notes", type=Path, help="also write the section to this Markdown file")
     args = parser.parse_args(argv)
     args.synth_size_given = any(a.startswith("--synth-size") for a in (argv or sys.argv[1:]))
@@ -854,6 +958,11 @@ def main(argv: list[str] | None = None) -> int:
     modes = {"real": run_real, "mixed": run_mixed, "synth": run_synth,
              "synth2real": run_synth2real, "throughput": run_throughput, "quick": run_quick,
              "reeval": run_reeval}
+    if args.mode == "cv":
+        # Its own section: the main one is rebuilt from every stored result.
+        run_cv(args)
+        write_section(CV_MARKER, render_cv_report())
+        return 0
     if args.mode in modes:
         modes[args.mode](args)
     write_report(args.notes)

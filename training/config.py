@@ -72,6 +72,7 @@ class TrainConfig:
     data: str = ""  # training manifest (CSV); required
     val: str = ""  # validation manifest; empty = subject-grouped split of `data`
     val_fraction: float = 0.2  # share of subjects held out when `val` is empty
+    folds: int = 0  # K >= 2: person-grouped K-fold cross-validation, one run per fold; their ensemble is the model
     out: str = "runs/run"  # run folder (checkpoints, logs, plots)
     image_size: int = 224  # network input side in pixels (square)
     workers: int = 0  # DataLoader worker processes (0 = load in the main process)
@@ -140,6 +141,13 @@ class TrainConfig:
                     "min_delta", "max_pos_weight"):
             if getattr(self, key) < 0:
                 problems.append(f"{key}={getattr(self, key)!r}: must be >= 0")
+        if self.folds < 0 or self.folds == 1:
+            problems.append(f"folds={self.folds!r}: use 0 (one run) or at least 2 "
+                            "(K-fold cross-validation)")
+        if self.folds and self.val:
+            problems.append("folds and val both set: with folds every fold validates on its "
+                            "own held-out persons; leave val empty, and evaluate the ensemble "
+                            "on the other manifest afterwards (scalpscan evaluate)")
         if not 0.0 < self.val_fraction < 1.0:
             problems.append(f"val_fraction={self.val_fraction!r}: must be between 0 and 1")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

@@ -18,6 +18,8 @@ examples:
   scalpscan train --data clinic.csv --out runs/clinic --backbone efficientnet_lite0 \
       --init-from runs/lite0 --set lr=3e-4      # fine-tune a trained model on new photos
   torchrun --nproc-per-node 2 -m scripts.cli train --data m.csv --out runs/ddp --backbone tiny
+  scalpscan train --data local/norwood/train/manifest.csv --out runs/cv5 --folds 5 \
+      --backbone efficientnet_lite0 --pretrained      # 5-fold CV: honest figures + ensemble
 
 Settings come from the defaults (training/default.yaml), then --config FILE, then the
 flags, then each --set key=value (dotted keys reach into mappings, e.g.
@@ -25,6 +27,11 @@ loss_weights.stage=2). Without --val, a subject-grouped split of --data validate
 The run folder holds model.safetensors + model.json (best epoch, calibrated), last.*,
 resume.safetensors, config.yaml, train.csv and plots/. A folder that already holds a
 run is refused unless --resume or --overwrite says what to do with it.
+--folds K (K >= 2) deals the persons of --data into K folds and trains one run per fold
+(RUN/fold_1 ... fold_K, each validated on the fold it never saw); RUN/oof/metrics.json
+holds the out-of-fold metrics over every person, and RUN/model.* is the ensemble of the
+K fold models (mean logits), calibrated on the out-of-fold outputs. --resume keeps the
+finished folds.
 Exit code 2 = bad arguments.
 """
 
@@ -42,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="maximum number of epochs")
     parser.add_argument("--image-size", type=int, help="input side in pixels, a multiple of 32")
     parser.add_argument("--batch-size", type=int, help="photos per step (per process under torchrun)")
+    parser.add_argument("--folds", type=int, metavar="K",
+                        help="person-grouped K-fold cross-validation (K >= 2): one run per fold, "
+                             "out-of-fold metrics, their ensemble as the model")
     parser.add_argument("--config", help="YAML file with any config keys")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key (repeatable), e.g. --set lr=3e-4")
@@ -78,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             config = load_config(
                 args.config, overrides=args.set, data=args.data, val=args.val, out=args.out,
                 backbone=args.backbone, pretrained=args.pretrained, init_from=args.init_from,
-                epochs=args.epochs,
+                epochs=args.epochs, folds=args.folds,
                 image_size=args.image_size, batch_size=args.batch_size,
                 progress=False if args.no_progress else None)
     except ConfigError as exc:
@@ -93,10 +103,12 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"--{key} {value}: no such file")
     # torch is imported only once the arguments are known to be good.
     from data.manifest import ManifestError
+    from training.crossval import cross_validate
     from training.loop import TrainingError, fit
 
+    train = cross_validate if config.folds else fit
     try:
-        fit(config, resume=args.resume, overwrite=args.overwrite)
+        train(config, resume=args.resume, overwrite=args.overwrite)
     except (TrainingError, ManifestError) as exc:
         return _fail(str(exc))
     return 0

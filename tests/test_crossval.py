@@ -1,0 +1,252 @@
+"""Person-grouped K-fold cross-validation (`scalpscan train --folds K`) and fold ensembles.
+
+Tiny backbone, 64 px, hand-made photos: folds keep persons apart, out-of-fold metrics
+cover every photo once, the ensemble is the mean of its fold models and travels as an
+ordinary checkpoint, and an interrupted cross-validation resumes to the same result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_training import make_photos
+
+from data.manifest import ManifestRow, read_manifest
+from data.splits import fold_subjects
+from models import ScalpEnsemble, create_model, ensemble_of, load_checkpoint, save_checkpoint
+from models.checkpoint import inference_meta
+import training.loop
+from training.config import ConfigError, load_config
+from training.crossval import CV_FILE, OOF_DIR, cross_validate
+from training.loop import TrainingError, evaluate_run
+
+FOLDS = 3
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_photos(tmp_path_factory.mktemp("cv_photos"), subjects=6, views=3, seed=0)
+
+
+def _config(manifest: Path, out: Path, **values):
+    base = dict(data=str(manifest), out=str(out), folds=FOLDS, backbone="tiny", image_size=64,
+                batch_size=4, epochs=1, progress=False, seed=3, warmup_epochs=0.5, threads=1)
+    base.update(values)
+    return load_config(None, **base)
+
+
+@pytest.fixture(scope="module")
+def cv_run(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cv") / "run"
+    cross_validate(_config(manifest, out), log=lambda _m: None)
+    return out
+
+
+# --- folds -------------------------------------------------------------------------------
+
+
+def _rows(subjects: int, photos: int = 3) -> list[ManifestRow]:
+    return [ManifestRow(image=Path(f"p{s}_{i}.jpg"), subject=f"S{s}", stage=2 + s % 6)
+            for s in range(subjects) for i in range(photos)]
+
+
+def test_folds_keep_each_person_in_one_fold_and_fill_every_fold() -> None:
+    rows = _rows(30)
+    folds = fold_subjects(rows, 5, seed=1)
+    assert sorted(folds) == sorted({r.subject for r in rows})
+    assert sorted(Counter(folds.values())) == [0, 1, 2, 3, 4]
+    assert set(Counter(folds.values()).values()) == {6}
+    # Stratified: with 5 persons of each stage, every fold sees every stage.
+    for fold in range(5):
+        assert len({r.stage for r in rows if folds[r.subject] == fold}) == 6
+    assert fold_subjects(rows, 5, seed=1) == folds
+    assert fold_subjects(rows, 5, seed=2) != folds
+
+
+@pytest.mark.parametrize("folds, message", [(1, "at least 2 folds"), (4, "cannot fill 4 folds")])
+def test_impossible_folds_are_refused(folds: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fold_subjects(_rows(3), folds)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"folds": 1}, "folds=1: use 0"),
+    ({"folds": 3, "val": "v.csv"}, "folds and val both set"),
+])
+def test_config_refuses_unusable_folds(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, **values)
+
+
+# --- the ensemble network ----------------------------------------------------------------
+
+
+def _tiny(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model("scalpnet", backbone="tiny", image_size=64).eval()
+
+
+def test_ensemble_outputs_are_the_mean_of_its_members(tmp_path: Path) -> None:
+    members = [_tiny(0), _tiny(1), _tiny(2)]
+    ensemble = ensemble_of(members).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        got = ensemble(x)
+        outs = [m(x) for m in members]
+    for key, value in got.items():
+        assert value.shape == outs[0][key].shape
+        torch.testing.assert_close(value, sum(o[key] for o in outs) / 3)
+    assert not torch.equal(got["stage"], outs[0]["stage"])
+    save_checkpoint(tmp_path, ensemble, inference_meta(ensemble, input_size=64))
+    loaded, meta = load_checkpoint(tmp_path)
+    assert isinstance(loaded, ScalpEnsemble) and len(loaded.members) == 3
+    assert meta["architecture"]["kwargs"]["member"]["kwargs"]["backbone"] == "tiny"
+    with torch.no_grad():
+        again = loaded.eval()(x)
+    for key in got:
+        torch.testing.assert_close(again[key], got[key], rtol=0, atol=0)
+
+
+def test_ensemble_refuses_mixed_or_too_few_members() -> None:
+    other = create_model("scalpnet", backbone="tiny", image_size=64, dropout=0.1)
+    with pytest.raises(ValueError, match="share one architecture"):
+        ensemble_of([_tiny(0), other])
+    with pytest.raises(ValueError, match="at least 2 models"):
+        ensemble_of([_tiny(0)])
+    with pytest.raises(ValueError, match="has none"):
+        create_model("scalpnet_ensemble", members=2, pretrained=True,
+                     member={"name": "scalpnet", "kwargs": {"backbone": "tiny"}})
+
+
+def test_ensemble_scores_through_the_predictor(cv_run: Path, manifest: Path) -> None:
+    from inference import Predictor
+    from inference.quality import QualityThresholds
+
+    # The hand-made 64 px photos are below the clinic quality gate; judge them anyway.
+    gate = QualityThresholds(min_side=32, dark_highlight=0, blur_variance=0)
+    predictor = Predictor.load(cv_run, quality=gate)
+    row = read_manifest(manifest)[0]
+    prediction = predictor.predict(row.image)
+    assert prediction.status == "ok", prediction.error
+    assert prediction.stage in range(1, 8)
+    assert prediction.view in ("front", "top", "back", "left", "right")
+
+
+# --- cross-validation --------------------------------------------------------------------
+
+
+def test_every_fold_validates_on_persons_it_never_trained_on(cv_run: Path, manifest: Path) -> None:
+    rows = read_manifest(manifest)
+    state = json.loads((cv_run / CV_FILE).read_text())
+    assert state["finished"] is True and state["done"] == list(range(FOLDS))
+    seen_in_val: list[str] = []
+    for fold in range(1, FOLDS + 1):
+        train = {r.subject for r in read_manifest(cv_run / "splits" / f"fold_{fold}.train.csv")}
+        val = {r.subject for r in read_manifest(cv_run / "splits" / f"fold_{fold}.val.csv")}
+        assert val and not train & val and train | val == {r.subject for r in rows}
+        assert all(state["subjects"][s] == fold - 1 for s in val)
+        seen_in_val += sorted(val)
+        assert (cv_run / f"fold_{fold}" / "model.safetensors").is_file()
+    assert sorted(seen_in_val) == sorted({r.subject for r in rows})
+
+
+def test_out_of_fold_metrics_cover_every_photo_once(cv_run: Path, manifest: Path) -> None:
+    rows = read_manifest(manifest)
+    oof = json.loads((cv_run / OOF_DIR / "metrics.json").read_text())
+    assert oof["photos"] == len(rows) and oof["persons"] == len({r.subject for r in rows})
+    assert oof["metrics"]["n"] == len(rows)
+    assert oof["metrics"]["stage"]["n"] == sum(r.stage is not None for r in rows)
+    assert "ci" in oof["metrics"]["stage"]
+    assert len(oof["per_fold"]["stage_accuracy"]["folds"]) == FOLDS
+    assert (cv_run / OOF_DIR / "stage_confusion.png").is_file()
+
+
+def test_the_ensemble_is_the_fold_models_and_is_calibrated(cv_run: Path, manifest: Path) -> None:
+    meta = json.loads((cv_run / "model.json").read_text())
+    assert meta["architecture"]["name"] == "scalpnet_ensemble"
+    assert meta["architecture"]["kwargs"]["members"] == FOLDS
+    assert meta["config"]["folds"] == FOLDS and len(meta["fold_epochs"]) == FOLDS
+    assert meta["temperature"]["stage"] != 1.0  # fitted on the out-of-fold outputs
+    assert meta["metrics"]["oof"]["n"] == len(read_manifest(manifest))
+    weights = load_file(cv_run / "model.safetensors")
+    for fold in range(FOLDS):
+        member = load_file(cv_run / f"fold_{fold + 1}" / "model.safetensors")
+        for key, value in member.items():
+            assert torch.equal(weights[f"members.{fold}.{key}"], value)
+    assert not list(cv_run.rglob("*.pt")) and not list(cv_run.rglob("*.pkl"))
+    result = evaluate_run(cv_run, manifest, ci_draws=0)
+    assert result["metrics"]["n"] == len(read_manifest(manifest))
+
+
+class _MachineLost(Exception):
+    """Stands in for a crash or a killed job in the middle of a fold."""
+
+
+def test_an_interrupted_cross_validation_resumes_to_the_same_ensemble(
+        cv_run: Path, manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    real_fit = training.loop.fit
+    calls: list[str] = []
+
+    def failing_fit(config, **kwargs):
+        calls.append(Path(config.out).name)
+        if calls == ["fold_1", "fold_2"]:
+            raise _MachineLost  # the machine went away during fold 2
+        return real_fit(config, **kwargs)
+
+    monkeypatch.setattr("training.loop.fit", failing_fit)
+    with pytest.raises(_MachineLost):
+        cross_validate(_config(manifest, out), log=lambda _m: None)
+    assert json.loads((out / CV_FILE).read_text())["done"] == [0]
+    assert not (out / "model.json").exists()
+    with pytest.raises(TrainingError, match="already holds a run"):
+        cross_validate(_config(manifest, out), log=lambda _m: None)
+    calls.clear()
+    cross_validate(_config(manifest, out), resume=True, log=lambda _m: None)
+    assert calls == ["fold_2", "fold_3"]  # fold 1 was kept, not trained again
+    theirs, ours = load_file(cv_run / "model.safetensors"), load_file(out / "model.safetensors")
+    assert theirs.keys() == ours.keys()
+    for key in theirs:
+        assert torch.equal(theirs[key], ours[key]), key
+
+
+def test_resume_refuses_changed_data_and_overwrite_replaces(
+        cv_run: Path, manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cross_validate(_config(manifest, out, epochs=1), log=lambda _m: None)
+    other = make_photos(tmp_path / "other", subjects=7, views=3, seed=5)
+    with pytest.raises(TrainingError, match="changed since the run was interrupted"):
+        cross_validate(_config(other, out), resume=True, log=lambda _m: None)
+    (out / "fold_1" / "stale.txt").write_text("left over")
+    cross_validate(_config(manifest, out, folds=2), overwrite=True, log=lambda _m: None)
+    assert not (out / "fold_3").exists() and not (out / "fold_1" / "stale.txt").exists()
+    assert json.loads((out / "model.json").read_text())["architecture"]["kwargs"]["members"] == 2
+
+
+def test_too_few_persons_for_the_folds(manifest: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="cannot fill 7 folds"):
+        cross_validate(_config(manifest, tmp_path / "run", folds=7), log=lambda _m: None)
+
+
+def test_train_command_runs_and_resumes_cross_validation(manifest: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from scripts.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(manifest), "--out", str(out), "--backbone", "tiny",
+            "--image-size", "64", "--epochs", "1", "--folds", "2", "--no-progress",
+            "--set", "batch_size=4", "--set", "threads=1"]
+    assert main(argv) == 0
+    assert "out-of-fold" in capsys.readouterr().out
+    assert main(argv) == 2  # a second fresh run into the same folder is refused
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "finished before; kept" in capsys.readouterr().out
+    assert main(["train", "--data", str(manifest), "--val", str(manifest), "--out",
+                 str(tmp_path / "x"), "--folds", "2", "--backbone", "tiny"]) == 2
+    assert "folds and val both set" in capsys.readouterr().err

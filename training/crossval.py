@@ -1,0 +1,272 @@
+"""Person-grouped K-fold cross-validation, and the ensemble of its fold models.
+
+``scalpscan train --folds K`` (config key ``folds``) deals the persons of ``data`` into K
+folds (`data.splits.fold_subjects`) and trains K ordinary runs with `training.loop.fit`,
+each on K-1 folds and validated (best epoch, calibration) on the fold it never saw. Then:
+
+- every photo has been predicted by a model that never saw its person: these
+  **out-of-fold** predictions cover all persons of ``data``, so their metrics (with
+  person-bootstrap intervals) rest on K times more persons than one validation split;
+- the K fold models become one network (`models.ScalpEnsemble`, mean of their logits),
+  calibrated on the out-of-fold outputs, and saved as the run's ``model.*``: every person
+  of ``data`` trained K-1 of its members.
+
+The run folder::
+
+    RUN/config.yaml             the resolved config (folds: K), for --resume
+    RUN/cv.json                 fold of every subject, data fingerprint, finished folds
+    RUN/splits/fold_N.{train,val}.csv
+    RUN/fold_N/                 an ordinary run folder per fold (N = 1..K)
+    RUN/oof/metrics.json        out-of-fold metrics, and their plots
+    RUN/model.safetensors/json  the fold ensemble
+
+An interrupted cross-validation resumes with ``scalpscan train --out RUN --resume``:
+finished folds are kept, the interrupted fold resumes from its ``resume.safetensors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.files import write_text_atomic
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.network import ensemble_of
+
+from .calibrate import fit_calibration
+from .config import TrainConfig, save_config
+from .metrics import Predictions, compute_metrics
+from .plots import plot_all
+
+__all__ = ["CV_FILE", "OOF_DIR", "cross_validate", "concat_predictions"]
+
+#: The cross-validation's own state: folds, data fingerprint, finished folds.
+CV_FILE = "cv.json"
+#: Where the out-of-fold metrics and plots go.
+OOF_DIR = "oof"
+#: Headline figures summarised across folds (mean and spread of each fold's own split).
+_FOLD_FIGURES = (("stage", "accuracy"), ("stage", "mae"), ("stage", "qwk"),
+                 ("stage_person", "accuracy"), ("view", "accuracy"),
+                 ("conditions", "macro_f1"), ("zones", "mean_iou"))
+
+
+def concat_predictions(parts: Sequence[Predictions]) -> Predictions:
+    """One `Predictions` holding every photo of ``parts``, in order."""
+    names = [f.name for f in dataclasses.fields(Predictions) if f.name != "subjects"]
+    arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in names}
+    return Predictions(**arrays, subjects=[s for p in parts for s in p.subjects])
+
+
+def _fold_dir(run_dir: Path, fold: int) -> Path:
+    return run_dir / f"fold_{fold + 1}"
+
+
+def _write_json(path: Path, value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
+
+
+def _cv_files(run_dir: Path) -> list[str]:
+    """What a previous run left in ``run_dir`` (cross-validation or a single run)."""
+    from .loop import _previous_run_files
+
+    found = _previous_run_files(run_dir)
+    found += [name for name in (CV_FILE, OOF_DIR, "splits") if (run_dir / name).exists()]
+    found += sorted(p.name for p in run_dir.glob("fold_*") if p.is_dir())
+    return found
+
+
+def _clear(run_dir: Path, names: Sequence[str]) -> None:
+    for name in names:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
+                   log: Callable[[str], None] = print) -> Path:
+    """K-fold cross-validation of ``config`` (``config.folds`` = K) into ``config.out``.
+
+    Args:
+        config: validated training config with ``folds >= 2`` and no ``val``.
+        resume: keep the finished folds of the run in ``config.out`` and resume the
+            interrupted one.
+        overwrite: replace a run already in ``config.out`` (all its folds).
+        log: where progress lines go.
+
+    Returns:
+        The run folder, holding the ensemble as ``model.*`` and ``oof/metrics.json``.
+
+    Raises:
+        TrainingError: for a config without folds, too few persons, an existing run
+            without ``resume``/``overwrite``, or a resume whose data or folds changed.
+    """
+    from data.manifest import read_manifest
+    from data.splits import fold_subjects
+
+    from .loop import TrainingError, data_fingerprint, fit
+
+    config.validate()
+    if config.folds < 2:
+        raise TrainingError(f"cross_validate needs folds >= 2, got folds={config.folds}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TrainingError("folds: cross-validation runs its folds one after another in one "
+                            "process; start it without torchrun (each fold can use all local "
+                            "threads or one GPU)")
+    run_dir = Path(config.out)
+    state_path = run_dir / CV_FILE
+    if resume and not state_path.is_file():
+        raise TrainingError(f"--resume: {state_path} does not exist; nothing to resume (train "
+                            "without --resume, or point --out at the interrupted run)")
+    previous = [] if resume else _cv_files(run_dir)
+    if previous and not overwrite:
+        raise TrainingError(f"{run_dir} already holds a run ({', '.join(previous)}); pass "
+                            "--resume to continue it, --overwrite to replace it, or choose "
+                            "another --out")
+    if previous:
+        _clear(run_dir, previous)
+
+    if not config.data:
+        raise TrainingError("no training manifest: give --data MANIFEST (or data: in the config)")
+    rows = read_manifest(config.data)
+    try:
+        assignment = fold_subjects(rows, config.folds, seed=config.seed)
+    except ValueError as exc:
+        raise TrainingError(f"{config.data}: {exc}") from None
+    fingerprint = data_fingerprint(rows)
+    state = {"folds": config.folds, "seed": config.seed, "data": config.data,
+             "data_fingerprint": fingerprint, "subjects": assignment, "done": [],
+             "finished": False}
+    if resume:
+        saved = json.loads(state_path.read_text())
+        for key in ("folds", "seed", "data_fingerprint", "subjects"):
+            if saved.get(key) != state[key]:
+                raise TrainingError(f"{state_path}: the {key.replace('_', ' ')} changed since "
+                                    "the run was interrupted; resume with the same manifest, "
+                                    "folds and seed")
+        state["done"] = list(saved.get("done", []))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    _write_json(state_path, state)
+
+    from data.manifest import write_manifest
+
+    val_manifests = []
+    for fold in range(config.folds):
+        train_csv = run_dir / "splits" / f"fold_{fold + 1}.train.csv"
+        val_csv = run_dir / "splits" / f"fold_{fold + 1}.val.csv"
+        val_manifests.append(val_csv)
+        if fold in state["done"]:
+            log(f"[fold {fold + 1}/{config.folds}] finished before; kept")
+            continue
+        train_csv.parent.mkdir(parents=True, exist_ok=True)
+        write_manifest([r for r in rows if assignment[r.subject] != fold], train_csv)
+        write_manifest([r for r in rows if assignment[r.subject] == fold], val_csv)
+        fold_config = dataclasses.replace(config, folds=0, data=str(train_csv),
+                                          val=str(val_csv), out=str(_fold_dir(run_dir, fold)))
+        fold_resume = resume and (_fold_dir(run_dir, fold) / "resume.safetensors").is_file()
+        fit(fold_config, resume=fold_resume, overwrite=not fold_resume,
+            log=lambda message, n=fold: log(f"[fold {n + 1}/{config.folds}] {message}"))
+        state["done"] = sorted(set(state["done"]) | {fold})
+        _write_json(state_path, state)
+
+    _finish_cv(config, run_dir, val_manifests, fingerprint=fingerprint, log=log)
+    state["finished"] = True
+    _write_json(state_path, state)
+    return run_dir
+
+
+def _oof_predictions(run_dir: Path, folds: int, val_manifests: Sequence[Path],
+                     device: torch.device) -> tuple[Predictions, list[torch.nn.Module],
+                                                    list[dict[str, Any]]]:
+    """Each fold model's raw outputs on its own held-out fold, concatenated."""
+    from data.dataset import ScalpDataset
+    from data.manifest import read_manifest
+    from data.transforms import build_transforms
+
+    from .loop import evaluate, make_loader
+
+    parts, models, metas = [], [], []
+    for fold in range(folds):
+        model, meta = load_checkpoint(_fold_dir(run_dir, fold), map_location=device)
+        rows = read_manifest(val_manifests[fold])
+        transform = build_transforms(int(meta["input_size"]), meta["mean"], meta["std"],
+                                     train=False)
+        loader = make_loader(ScalpDataset(rows, transform=transform), batch_size=32,
+                             train=False, seed=0, device=device)
+        _, preds = evaluate(model, loader, None, device=device,
+                            subjects=[r.subject for r in rows])
+        parts.append(preds)
+        models.append(model.cpu())
+        metas.append(meta)
+    return concat_predictions(parts), models, metas
+
+
+def _fold_summary(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each fold's own validation figures (as ``model.json`` stores them), mean and SD."""
+    summary: dict[str, Any] = {}
+    for head, name in _FOLD_FIGURES:
+        values = [((m.get("metrics") or {}).get("val") or {}).get(head, {}).get(name)
+                  for m in metas]
+        if any(v is None for v in values):
+            continue
+        summary[f"{head}_{name}"] = {"folds": [float(v) for v in values],
+                                     "mean": float(np.mean(values)),
+                                     "sd": float(np.std(values, ddof=1))}
+    return summary
+
+
+def _finish_cv(config: TrainConfig, run_dir: Path, val_manifests: Sequence[Path], *,
+               fingerprint: str, log: Callable[[str], None]) -> None:
+    """Out-of-fold metrics, the ensemble and its calibration."""
+    from .loop import _Dist, _json_safe, _meta, _resolve_device
+
+    device = _resolve_device(config.device, _Dist())
+    oof, models, metas = _oof_predictions(run_dir, config.folds, val_manifests, device)
+    # The ensemble is calibrated on the out-of-fold outputs: every photo of `data`,
+    # each predicted by a member that never saw its person.
+    calibration = fit_calibration(oof) if config.calibrate else None
+    kwargs = {"thresholds": (calibration or {}).get("thresholds"),
+              "temperature": (calibration or {}).get("temperature"),
+              "stage_offsets": (calibration or {}).get("stage_offsets"),
+              "view_weights": config.stage_view_weights}
+    metrics = compute_metrics(oof, **kwargs, ci_draws=1000)
+    metrics.get("stage_person", {}).pop("persons", None)
+    folds = _fold_summary(metas)
+    out = run_dir / OOF_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "metrics.json", _json_safe({
+        "folds": config.folds, "photos": len(oof), "persons": len(set(oof.subjects)),
+        "calibration": "fitted on these out-of-fold outputs (the ensemble's)",
+        "metrics": metrics, "per_fold": folds,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+    plot_all(oof, out, temperature=kwargs["temperature"], stage_offsets=kwargs["stage_offsets"])
+
+    ensemble = ensemble_of(models)
+    meta = _meta(config, ensemble, metas[0]["mean"], metas[0]["std"], fingerprint=fingerprint,
+                 calibration=calibration, metrics={"oof": metrics, "per_fold": folds}, epoch=0)
+    meta["epoch"] = None
+    meta["fold_epochs"] = [m.get("epoch") for m in metas]
+    save_checkpoint(run_dir, ensemble, meta, name="model")
+    stage, person = metrics.get("stage", {}), metrics.get("stage_person", {})
+    shown = "  ".join(f"{label} {value:.3f}" for label, value in (
+        ("stage acc", stage.get("accuracy")), ("MAE", stage.get("mae")),
+        ("QWK", stage.get("qwk")), ("person acc", person.get("accuracy")),
+        ("view acc", metrics.get("view", {}).get("accuracy")),
+        ("conditions F1", metrics.get("conditions", {}).get("macro_f1")),
+        ("zone IoU", metrics.get("zones", {}).get("mean_iou"))) if value is not None)
+    log(f"out-of-fold ({len(oof)} photos, {len(set(oof.subjects))} persons, "
+        f"{config.folds} folds): {shown or 'no labelled figures'}")
+    log(f"ensemble of {config.folds} fold models written to {run_dir / 'model.safetensors'}; "
+        f"out-of-fold metrics in {out / 'metrics.json'}")
+
