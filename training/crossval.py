@@ -114,7 +114,7 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
     from data.manifest import read_manifest
     from data.splits import fold_subjects
 
-    from .loop import TrainingError, data_fingerprint, fit
+    from .loop import TrainingError, claim_run_folder, data_fingerprint, fit
 
     config.validate()
     if config.folds < 2:
@@ -125,16 +125,8 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
                             "threads or one GPU)")
     run_dir = Path(config.out)
     state_path = run_dir / CV_FILE
-    if resume and not state_path.is_file():
-        raise TrainingError(f"--resume: {state_path} does not exist; nothing to resume (train "
-                            "without --resume, or point --out at the interrupted run)")
-    previous = [] if resume else _cv_files(run_dir)
-    if previous and not overwrite:
-        raise TrainingError(f"{run_dir} already holds a run ({', '.join(previous)}); pass "
-                            "--resume to continue it, --overwrite to replace it, or choose "
-                            "another --out")
-    if previous:
-        _clear(run_dir, previous)
+    _clear(run_dir, claim_run_folder(state_path, lambda: _cv_files(run_dir), resume=resume,
+                                     overwrite=overwrite))
 
     if not config.data:
         raise TrainingError("no training manifest: give --data MANIFEST (or data: in the config)")

@@ -74,6 +74,7 @@ __all__ = [
     "data_fingerprint",
     "save_resume_state",
     "load_resume_state",
+    "claim_run_folder",
     "fit",
     "recalibrate_run",
     "evaluate_run",
@@ -760,6 +761,36 @@ def _previous_run_files(run_dir: Path) -> list[str]:
     return [name for name in _RUN_FILES if (run_dir / name).exists()]
 
 
+def claim_run_folder(state_path: Path, found: Callable[[], list[str]], *, resume: bool,
+                     overwrite: bool) -> list[str]:
+    """Check that a run may start in (or resume from) the folder of ``state_path``.
+
+    Args:
+        state_path: the file a resume continues from.
+        found: lists what an earlier run left in the folder.
+        resume, overwrite: what the user asked for.
+
+    Returns:
+        The earlier run's files, for the caller to delete (only with ``overwrite``).
+
+    Raises:
+        TrainingError: resume without ``state_path``, or an earlier run without
+            ``overwrite``: a finished model is never lost to a mistyped ``--out``.
+    """
+    if resume:
+        if not state_path.is_file():
+            raise TrainingError(f"--resume: {state_path} does not exist; nothing to resume "
+                                "(train without --resume, or point --out at the interrupted "
+                                "run)")
+        return []
+    previous = found()
+    if previous and not overwrite:
+        raise TrainingError(f"{state_path.parent} already holds a run ({', '.join(previous)}); "
+                            "pass --resume to continue it, --overwrite to replace it, or "
+                            "choose another --out")
+    return previous
+
+
 def fit(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         log: Callable[[str], None] = print) -> Path:
     """Train a model from ``config`` and leave a complete run folder in ``config.out``.
@@ -786,14 +817,8 @@ def fit(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     say = log if ddp.main else (lambda _msg: None)
     run_dir = Path(config.out)
     resume_path = run_dir / RESUME_FILE
-    if resume and not resume_path.is_file():
-        raise TrainingError(f"--resume: {resume_path} does not exist; nothing to resume "
-                            "(train without --resume, or point --out at the interrupted run)")
-    previous = [] if resume else _previous_run_files(run_dir)
-    if previous and not overwrite:
-        raise TrainingError(f"{run_dir} already holds a run ({', '.join(previous)}); pass "
-                            "--resume to continue it, --overwrite to replace it, or choose "
-                            "another --out")
+    previous = claim_run_folder(resume_path, lambda: _previous_run_files(run_dir),
+                                resume=resume, overwrite=overwrite)
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
