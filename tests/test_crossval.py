@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -250,3 +251,15 @@ def test_train_command_runs_and_resumes_cross_validation(manifest: Path, tmp_pat
     assert main(["train", "--data", str(manifest), "--val", str(manifest), "--out",
                  str(tmp_path / "x"), "--folds", "2", "--backbone", "tiny"]) == 2
     assert "folds and val both set" in capsys.readouterr().err
+
+
+def test_the_ensemble_exports_to_onnx_with_the_same_outputs(cv_run: Path, tmp_path: Path) -> None:
+    from inference import Predictor
+    from inference.export import export_onnx
+
+    path = export_onnx(cv_run, tmp_path / "ensemble.onnx")  # checks ORT against PyTorch
+    batch = torch.randn(2, 3, 64, 64)
+    eager = Predictor.load(cv_run).forward(batch)
+    onnx = Predictor.load(path).forward(batch.numpy())
+    for key, value in eager.items():
+        np.testing.assert_allclose(onnx[key], value, atol=1e-4)
