@@ -263,3 +263,17 @@ def test_the_ensemble_exports_to_onnx_with_the_same_outputs(cv_run: Path, tmp_pa
     onnx = Predictor.load(path).forward(batch.numpy())
     for key, value in eager.items():
         np.testing.assert_allclose(onnx[key], value, atol=1e-4)
+
+
+def test_out_of_fold_photos_keep_their_manifest_rows(cv_run: Path, manifest: Path) -> None:
+    from training.crossval import _oof_predictions
+
+    rows = read_manifest(manifest)
+    assignment = json.loads((cv_run / CV_FILE).read_text())["subjects"]
+    preds, models, _ = _oof_predictions(cv_run, rows, assignment, FOLDS, torch.device("cpu"))
+    assert sorted(preds.index.tolist()) == list(range(len(rows))) and len(models) == FOLDS
+    assert [rows[i].subject for i in preds.index] == preds.subjects
+    assert [rows[i].stage for i in preds.index] == [
+        None if s < 0 else s + 1 for s in preds.stage.tolist()]
+    oof = json.loads((cv_run / OOF_DIR / "metrics.json").read_text())
+    assert {v: m["n"] for v, m in oof["by"]["view"].items()} == dict(Counter(r.view for r in rows))

@@ -153,11 +153,9 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
 
     from data.manifest import write_manifest
 
-    val_manifests = []
     for fold in range(config.folds):
         train_csv = run_dir / "splits" / f"fold_{fold + 1}.train.csv"
         val_csv = run_dir / "splits" / f"fold_{fold + 1}.val.csv"
-        val_manifests.append(val_csv)
         if fold in state["done"]:
             log(f"[fold {fold + 1}/{config.folds}] finished before; kept")
             continue
@@ -172,18 +170,18 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
         state["done"] = sorted(set(state["done"]) | {fold})
         _write_json(state_path, state)
 
-    _finish_cv(config, run_dir, val_manifests, fingerprint=fingerprint, log=log)
+    _finish_cv(config, run_dir, rows, assignment, fingerprint=fingerprint, log=log)
     state["finished"] = True
     _write_json(state_path, state)
     return run_dir
 
 
-def _oof_predictions(run_dir: Path, folds: int, val_manifests: Sequence[Path],
-                     device: torch.device) -> tuple[Predictions, list[torch.nn.Module],
-                                                    list[dict[str, Any]]]:
-    """Each fold model's raw outputs on its own held-out fold, concatenated."""
+def _oof_predictions(run_dir: Path, rows: Sequence[Any], assignment: dict[str, int],
+                     folds: int, device: torch.device
+                     ) -> tuple[Predictions, list[torch.nn.Module], list[dict[str, Any]]]:
+    """Each fold model's raw outputs on its own held-out fold, concatenated; ``index`` is
+    the photo's row in ``rows`` (the whole manifest)."""
     from data.dataset import ScalpDataset
-    from data.manifest import read_manifest
     from data.transforms import build_transforms
 
     from .loop import evaluate, make_loader
@@ -191,13 +189,15 @@ def _oof_predictions(run_dir: Path, folds: int, val_manifests: Sequence[Path],
     parts, models, metas = [], [], []
     for fold in range(folds):
         model, meta = load_checkpoint(_fold_dir(run_dir, fold), map_location=device)
-        rows = read_manifest(val_manifests[fold])
+        where = np.array([i for i, r in enumerate(rows) if assignment[r.subject] == fold])
+        held_out = [rows[i] for i in where]
         transform = build_transforms(int(meta["input_size"]), meta["mean"], meta["std"],
                                      train=False)
-        loader = make_loader(ScalpDataset(rows, transform=transform), batch_size=32,
+        loader = make_loader(ScalpDataset(held_out, transform=transform), batch_size=32,
                              train=False, seed=0, device=device)
         _, preds = evaluate(model, loader, None, device=device,
-                            subjects=[r.subject for r in rows])
+                            subjects=[r.subject for r in held_out])
+        preds.index = where[preds.index]
         parts.append(preds)
         models.append(model.cpu())
         metas.append(meta)
@@ -218,13 +218,15 @@ def _fold_summary(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _finish_cv(config: TrainConfig, run_dir: Path, val_manifests: Sequence[Path], *,
-               fingerprint: str, log: Callable[[str], None]) -> None:
+def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
+               assignment: dict[str, int], *, fingerprint: str,
+               log: Callable[[str], None]) -> None:
     """Out-of-fold metrics, the ensemble and its calibration."""
-    from .loop import _Dist, _json_safe, _meta, _resolve_device
+    from .loop import _column_values, _Dist, _json_safe, _meta, _resolve_device
+    from .metrics import metrics_by
 
     device = _resolve_device(config.device, _Dist())
-    oof, models, metas = _oof_predictions(run_dir, config.folds, val_manifests, device)
+    oof, models, metas = _oof_predictions(run_dir, rows, assignment, config.folds, device)
     # The ensemble is calibrated on the out-of-fold outputs: every photo of `data`,
     # each predicted by a member that never saw its person.
     calibration = fit_calibration(oof) if config.calibrate else None
@@ -234,13 +236,15 @@ def _finish_cv(config: TrainConfig, run_dir: Path, val_manifests: Sequence[Path]
               "view_weights": config.stage_view_weights}
     metrics = compute_metrics(oof, **kwargs, ci_draws=1000)
     metrics.get("stage_person", {}).pop("persons", None)
+    views = _column_values(rows, "view")
+    by_view = metrics_by(oof, "view", [views[i] for i in oof.index], **kwargs)
     folds = _fold_summary(metas)
     out = run_dir / OOF_DIR
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "metrics.json", _json_safe({
         "folds": config.folds, "photos": len(oof), "persons": len(set(oof.subjects)),
         "calibration": "fitted on these out-of-fold outputs (the ensemble's)",
-        "metrics": metrics, "per_fold": folds,
+        "metrics": metrics, "by": {"view": by_view}, "per_fold": folds,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
     plot_all(oof, out, temperature=kwargs["temperature"], stage_offsets=kwargs["stage_offsets"])
 
