@@ -38,6 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from data.vocab import TTA_MODES
+
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "local"
 RESULTS = LOCAL / "bench" / "train"
@@ -237,7 +239,7 @@ def _train(name: str, recipe: dict[str, Any], data: Path, val: Path | None,
 
 
 def _evaluate(run: Path, manifest: Path, out: Path | None, by: tuple[str, ...] = (),
-              tta: bool = False) -> dict[str, Any]:
+              tta: bool | str | None = None) -> dict[str, Any]:
     from training.loop import evaluate_run
 
     return evaluate_run(run, manifest, out_dir=out, by=by, batch_size=32, tta=tta)["metrics"]
@@ -950,6 +952,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(on its own validation split) and test it again; no training")
     parser.add_argument("--folds", type=int, default=5, help="cv: number of folds")
     parser.add_argument("--tta-modes", nargs="*", default=[], metavar="MODE",
+                        choices=list(TTA_MODES),
                         help="cv: also test the ensemble with these TTA modes (flip, rot, d4)")
     parser.add_argument("--notes", type=Path, help="also write the section to this Markdown file")
     args = parser.parse_args(argv)
