@@ -415,10 +415,15 @@ def run_cv(args: argparse.Namespace) -> None:
     dotted = [f"{key}.{k}={v}" for key, d in CV_RECIPE.items() if isinstance(d, dict)
               for k, v in d.items()]
     config = apply_overrides(config, dotted + args.set)
+    state = out / "cv.json"
+    finished = state.is_file() and json.loads(state.read_text()).get("finished")
+    stored = RESULTS / f"{name}.json"
     start = time.perf_counter()
-    cross_validate(config, resume=(out / "cv.json").is_file(), overwrite=False,
+    cross_validate(config, resume=state.is_file(), overwrite=False,
                    log=lambda m: print(f"[{name}] {m}", flush=True))
     seconds = time.perf_counter() - start
+    if finished and stored.is_file():  # only tested again: keep the training time
+        seconds = json.loads(stored.read_text())["train_seconds"]
     oof = json.loads((out / OOF_DIR / "metrics.json").read_text())
     members = []
     for fold in range(args.folds):
