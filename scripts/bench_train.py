@@ -416,14 +416,15 @@ def run_cv(args: argparse.Namespace) -> None:
               for k, v in d.items()]
     config = apply_overrides(config, dotted + args.set)
     state = out / "cv.json"
-    finished = state.is_file() and json.loads(state.read_text()).get("finished")
     stored = RESULTS / f"{name}.json"
     start = time.perf_counter()
     cross_validate(config, resume=state.is_file(), overwrite=False,
                    log=lambda m: print(f"[{name}] {m}", flush=True))
-    seconds = time.perf_counter() - start
-    if finished and stored.is_file():  # only tested again: keep the training time
-        seconds = json.loads(stored.read_text())["train_seconds"]
+    # Each fold's training time as the cross-validation recorded it, so that testing a
+    # finished run again keeps it; runs from before cv.json kept it: the stored figure.
+    seconds = (sum(json.loads(state.read_text()).get("fold_seconds", {}).values())
+               or (json.loads(stored.read_text())["train_seconds"] if stored.is_file() else 0)
+               or time.perf_counter() - start)
     oof = json.loads((out / OOF_DIR / "metrics.json").read_text())
     members = []
     for fold in range(args.folds):
@@ -483,6 +484,14 @@ def render_cv_report() -> str:
                   f"({r['oof'].get('persons')} persons); valid ensemble acc "
                   f"{span(eci, 'accuracy')}, MAE {span(eci, 'mae')}, QWK {span(eci, 'qwk')} "
                   f"({r['ensemble'].get('person_n')} persons).", ""]
+        oof_path = REPO / r["run"] / "oof" / "metrics.json"
+        by_view = json.loads(oof_path.read_text()).get("by", {}).get("view", {}) \
+            if oof_path.is_file() else {}
+        if by_view:
+            lines += ["Out-of-fold stage by view (photos, acc / MAE / QWK): " + "; ".join(
+                f"{view} ({m['stage'].get('n')}) {_f(m['stage'].get('accuracy'))} / "
+                f"{_f(m['stage'].get('mae'))} / {_f(m['stage'].get('qwk'))}"
+                for view, m in by_view.items() if m.get("stage")) + ".", ""]
         spread = r.get("per_fold", {})
         if spread:
             lines += ["Each fold model on its own held-out fold (its own calibration), mean ± "

@@ -145,6 +145,7 @@ def test_every_fold_validates_on_persons_it_never_trained_on(cv_run: Path, manif
     rows = read_manifest(manifest)
     state = json.loads((cv_run / CV_FILE).read_text())
     assert state["finished"] is True and state["done"] == list(range(FOLDS))
+    assert sorted(state["fold_seconds"]) == [str(k) for k in range(1, FOLDS + 1)]
     seen_in_val: list[str] = []
     for fold in range(1, FOLDS + 1):
         train = {r.subject for r in read_manifest(cv_run / "splits" / f"fold_{fold}.train.csv")}

@@ -14,7 +14,8 @@ each on K-1 folds and validated (best epoch, calibration) on the fold it never s
 The run folder::
 
     RUN/config.yaml             the resolved config (folds: K), for --resume
-    RUN/cv.json                 fold of every subject, data fingerprint, finished folds
+    RUN/cv.json                 fold of every subject, data fingerprint, finished folds and
+                                the wall-clock seconds each one's training took
     RUN/splits/fold_N.{train,val}.csv
     RUN/fold_N/                 an ordinary run folder per fold (N = 1..K)
     RUN/oof/metrics.json        out-of-fold metrics, and their plots
@@ -30,6 +31,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,7 +140,7 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
     fingerprint = data_fingerprint(rows)
     state = {"folds": config.folds, "seed": config.seed, "data": config.data,
              "data_fingerprint": fingerprint, "subjects": assignment, "done": [],
-             "finished": False}
+             "fold_seconds": {}, "finished": False}
     if resume:
         saved = json.loads(state_path.read_text())
         for key in ("folds", "seed", "data_fingerprint", "subjects"):
@@ -147,6 +149,7 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
                                     "the run was interrupted; resume with the same manifest, "
                                     "folds and seed")
         state["done"] = list(saved.get("done", []))
+        state["fold_seconds"] = dict(saved.get("fold_seconds", {}))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     _write_json(state_path, state)
@@ -165,9 +168,11 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
         fold_config = dataclasses.replace(config, folds=0, data=str(train_csv),
                                           val=str(val_csv), out=str(_fold_dir(run_dir, fold)))
         fold_resume = resume and (_fold_dir(run_dir, fold) / "resume.safetensors").is_file()
+        start = time.perf_counter()
         fit(fold_config, resume=fold_resume, overwrite=not fold_resume,
             log=lambda message, n=fold: log(f"[fold {n + 1}/{config.folds}] {message}"))
         state["done"] = sorted(set(state["done"]) | {fold})
+        state["fold_seconds"][str(fold + 1)] = round(time.perf_counter() - start, 1)
         _write_json(state_path, state)
 
     _finish_cv(config, run_dir, rows, assignment, fingerprint=fingerprint, log=log)
