@@ -930,6 +930,12 @@ def write_report(notes: Path | None) -> None:
     """Replace the marked section of BENCHMARKS.md (and write ``notes`` when given)."""
     from data.files import write_text_atomic
 
+    if not [p for p in RESULTS.glob("*.json") if not p.name.startswith("cv")]:
+        # A fresh checkout has no stored results (local/ is not in git): rewriting the
+        # section from none would drop every row measured before.
+        print(f"no stored training results in {RESULTS}; the {MARKER} section of "
+              "BENCHMARKS.md is left as it is", flush=True)
+        return
     text = render_report()
     write_section(MARKER, text)
     if notes is not None:
@@ -978,11 +984,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "cv":
         # Its own section: the main one is rebuilt from every stored result.
         run_cv(args)
-        write_section(CV_MARKER, render_cv_report())
-        return 0
-    if args.mode in modes:
+    elif args.mode in modes:
         modes[args.mode](args)
-    write_report(args.notes)
+    if args.mode in ("cv", "report") and list(RESULTS.glob("cv*.json")):
+        write_section(CV_MARKER, render_cv_report())
+    if args.mode != "cv":
+        write_report(args.notes)
     return 0
 
 
