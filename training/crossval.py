@@ -40,13 +40,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.dataset import ScalpDataset
 from data.files import write_text_atomic
+from data.manifest import read_manifest, write_manifest
+from data.splits import fold_subjects
+from data.transforms import build_transforms
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.network import ensemble_of
 
+from . import loop
 from .calibrate import fit_calibration
 from .config import TrainConfig, save_config
-from .metrics import Predictions, compute_metrics
+from .loop import TrainingError
+from .metrics import Predictions, compute_metrics, metrics_by
 from .plots import plot_all
 
 __all__ = ["CV_FILE", "OOF_DIR", "cross_validate", "concat_predictions"]
@@ -78,9 +84,7 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _cv_files(run_dir: Path) -> list[str]:
     """What a previous run left in ``run_dir`` (cross-validation or a single run)."""
-    from .loop import _previous_run_files
-
-    found = _previous_run_files(run_dir)
+    found = loop._previous_run_files(run_dir)
     found += [name for name in (CV_FILE, OOF_DIR, "splits") if (run_dir / name).exists()]
     found += sorted(p.name for p in run_dir.glob("fold_*") if p.is_dir())
     return found
@@ -113,11 +117,6 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
         TrainingError: for a config without folds, too few persons, an existing run
             without ``resume``/``overwrite``, or a resume whose data or folds changed.
     """
-    from data.manifest import read_manifest
-    from data.splits import fold_subjects
-
-    from .loop import TrainingError, claim_run_folder, data_fingerprint, fit
-
     config.validate()
     if config.folds < 2:
         raise TrainingError(f"cross_validate needs folds >= 2, got folds={config.folds}")
@@ -127,7 +126,7 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
                             "threads or one GPU)")
     run_dir = Path(config.out)
     state_path = run_dir / CV_FILE
-    _clear(run_dir, claim_run_folder(state_path, lambda: _cv_files(run_dir), resume=resume,
+    _clear(run_dir, loop.claim_run_folder(state_path, lambda: _cv_files(run_dir), resume=resume,
                                      overwrite=overwrite))
 
     if not config.data:
@@ -137,7 +136,7 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
         assignment = fold_subjects(rows, config.folds, seed=config.seed)
     except ValueError as exc:
         raise TrainingError(f"{config.data}: {exc}") from None
-    fingerprint = data_fingerprint(rows)
+    fingerprint = loop.data_fingerprint(rows)
     state = {"folds": config.folds, "seed": config.seed, "data": config.data,
              "data_fingerprint": fingerprint, "subjects": assignment, "done": [],
              "fold_seconds": {}, "finished": False}
@@ -154,8 +153,6 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
     save_config(config, run_dir / "config.yaml")
     _write_json(state_path, state)
 
-    from data.manifest import write_manifest
-
     for fold in range(config.folds):
         train_csv = run_dir / "splits" / f"fold_{fold + 1}.train.csv"
         val_csv = run_dir / "splits" / f"fold_{fold + 1}.val.csv"
@@ -169,7 +166,7 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
                                           val=str(val_csv), out=str(_fold_dir(run_dir, fold)))
         fold_resume = resume and (_fold_dir(run_dir, fold) / "resume.safetensors").is_file()
         start = time.perf_counter()
-        fit(fold_config, resume=fold_resume, overwrite=not fold_resume,
+        loop.fit(fold_config, resume=fold_resume, overwrite=not fold_resume,
             log=lambda message, n=fold: log(f"[fold {n + 1}/{config.folds}] {message}"))
         state["done"] = sorted(set(state["done"]) | {fold})
         state["fold_seconds"][str(fold + 1)] = round(time.perf_counter() - start, 1)
@@ -186,11 +183,6 @@ def _oof_predictions(run_dir: Path, rows: Sequence[Any], assignment: dict[str, i
                      ) -> tuple[Predictions, list[torch.nn.Module], list[dict[str, Any]]]:
     """Each fold model's raw outputs on its own held-out fold, concatenated; ``index`` is
     the photo's row in ``rows`` (the whole manifest)."""
-    from data.dataset import ScalpDataset
-    from data.transforms import build_transforms
-
-    from .loop import evaluate, make_loader
-
     parts, models, metas = [], [], []
     for fold in range(folds):
         model, meta = load_checkpoint(_fold_dir(run_dir, fold), map_location=device)
@@ -198,9 +190,9 @@ def _oof_predictions(run_dir: Path, rows: Sequence[Any], assignment: dict[str, i
         held_out = [rows[i] for i in where]
         transform = build_transforms(int(meta["input_size"]), meta["mean"], meta["std"],
                                      train=False)
-        loader = make_loader(ScalpDataset(held_out, transform=transform), batch_size=32,
+        loader = loop.make_loader(ScalpDataset(held_out, transform=transform), batch_size=32,
                              train=False, seed=0, device=device)
-        _, preds = evaluate(model, loader, None, device=device,
+        _, preds = loop.evaluate(model, loader, None, device=device,
                             subjects=[r.subject for r in held_out])
         preds.index = where[preds.index]
         parts.append(preds)
@@ -227,10 +219,7 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
                assignment: dict[str, int], *, fingerprint: str,
                log: Callable[[str], None]) -> None:
     """Out-of-fold metrics, the ensemble and its calibration."""
-    from .loop import _column_values, _Dist, _json_safe, _meta, _resolve_device
-    from .metrics import metrics_by
-
-    device = _resolve_device(config.device, _Dist())
+    device = loop._resolve_device(config.device, loop._Dist())
     oof, models, metas = _oof_predictions(run_dir, rows, assignment, config.folds, device)
     # The ensemble is calibrated on the out-of-fold outputs: every photo of `data`,
     # each predicted by a member that never saw its person.
@@ -241,12 +230,12 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
               "view_weights": config.stage_view_weights}
     metrics = compute_metrics(oof, **kwargs, ci_draws=1000)
     metrics.get("stage_person", {}).pop("persons", None)
-    views = _column_values(rows, "view")
+    views = loop._column_values(rows, "view")
     by_view = metrics_by(oof, "view", [views[i] for i in oof.index], **kwargs)
     folds = _fold_summary(metas)
     out = run_dir / OOF_DIR
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "metrics.json", _json_safe({
+    _write_json(out / "metrics.json", loop._json_safe({
         "folds": config.folds, "photos": len(oof), "persons": len(set(oof.subjects)),
         "calibration": "fitted on these out-of-fold outputs (the ensemble's)",
         "metrics": metrics, "by": {"view": by_view}, "per_fold": folds,
@@ -254,7 +243,7 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
     plot_all(oof, out, temperature=kwargs["temperature"], stage_offsets=kwargs["stage_offsets"])
 
     ensemble = ensemble_of(models)
-    meta = _meta(config, ensemble, metas[0]["mean"], metas[0]["std"], fingerprint=fingerprint,
+    meta = loop._meta(config, ensemble, metas[0]["mean"], metas[0]["std"], fingerprint=fingerprint,
                  calibration=calibration, metrics={"oof": metrics, "per_fold": folds}, epoch=0)
     meta["epoch"] = None
     meta["fold_epochs"] = [m.get("epoch") for m in metas]
