@@ -278,3 +278,15 @@ def test_out_of_fold_photos_keep_their_manifest_rows(cv_run: Path, manifest: Pat
         None if s < 0 else s + 1 for s in preds.stage.tolist()]
     oof = json.loads((cv_run / OOF_DIR / "metrics.json").read_text())
     assert {v: m["n"] for v, m in oof["by"]["view"].items()} == dict(Counter(r.view for r in rows))
+
+
+def test_an_ensemble_run_is_not_recalibrated_or_fine_tuned_as_one_model(
+        cv_run: Path, manifest: Path, tmp_path: Path) -> None:
+    from training.loop import fit, recalibrate_run
+
+    with pytest.raises(TrainingError, match="calibrated on its out-of-fold outputs"):
+        recalibrate_run(cv_run)
+    config = load_config(None, data=str(manifest), out=str(tmp_path / "ft"), backbone="tiny",
+                         image_size=64, epochs=1, progress=False, init_from=str(cv_run))
+    with pytest.raises(TrainingError, match="start from one of its fold runs"):
+        fit(config, log=lambda _m: None)

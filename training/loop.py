@@ -697,6 +697,10 @@ def _build_model(config: TrainConfig) -> nn.Module:
     except CheckpointError as exc:
         raise TrainingError(f"init_from: {exc}") from None
     architecture = meta["architecture"]
+    if architecture["name"] == "scalpnet_ensemble":
+        raise TrainingError(f"init_from {config.init_from}: that run is an ensemble of fold "
+                            "models (train --folds); start from one of its fold runs instead, "
+                            f"e.g. {Path(config.init_from) / 'fold_1'}")
     theirs = (architecture["name"], architecture["kwargs"].get("backbone"))
     if theirs != (config.model, config.backbone):
         raise TrainingError(f"init_from {config.init_from}: that run is a {theirs[0]} with "
@@ -1017,6 +1021,10 @@ def recalibrate_run(run_dir: str | os.PathLike, *, batch_size: int = 32, device:
     torch_device = torch.device(device)
     model, meta = load_checkpoint(run_dir, map_location=torch_device)
     config = config_from_dict(dict(meta.get("config") or {}), source=str(run_dir / "model.json"))
+    if config.folds:
+        raise TrainingError(f"{run_dir}: a cross-validation ensemble is calibrated on its "
+                            "out-of-fold outputs; `scalpscan train --out RUN --resume` refits "
+                            "that calibration with this code (the finished folds are kept)")
     train_rows, val_rows = _load_rows(config)
     fingerprint = data_fingerprint(train_rows) + ":" + data_fingerprint(val_rows)
     if meta.get("data_fingerprint") and meta["data_fingerprint"] != fingerprint:
