@@ -325,25 +325,33 @@ def test_an_unknown_monitor_is_refused_with_the_logged_names(photos: dict[str, P
         fit(_config(photos, tmp_path / "m", epochs=1, monitor="stage_kappa"), log=lambda _: None)
 
 
-def test_evaluation_tta_treats_a_photo_and_its_mirror_alike(run_dir: Path, tmp_path: Path) -> None:
-    # With flip TTA, the mirrored photo gets the same stage and conditions and the swapped
-    # view; the untrained model alone (no TTA) does not, so the mapping back is what's tested.
+def _photo_pair(run_dir: Path, tmp_path: Path, first: np.ndarray, second: np.ndarray,
+                views: tuple[str, str]):
+    """The run's model and a loader over two photos of one person (stage 3, given views)."""
     from data.dataset import ScalpDataset
     from data.manifest import read_manifest
     from data.transforms import build_transforms
-    from data.vocab import VIEW_MIRROR
     from models import load_checkpoint
-    from training.loop import evaluate, make_loader
+    from training.loop import make_loader
 
-    photo = np.random.default_rng(4).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
-    Image.fromarray(photo).save(tmp_path / "a.png")
-    Image.fromarray(np.ascontiguousarray(photo[:, ::-1])).save(tmp_path / "b.png")
+    Image.fromarray(first).save(tmp_path / "a.png")
+    Image.fromarray(np.ascontiguousarray(second)).save(tmp_path / "b.png")
     (tmp_path / "m.csv").write_text(",".join(MANIFEST_COLUMNS) + "\n"
-                                    "a.png,P1,left,,,,3,,\nb.png,P1,right,,,,3,,\n")
+                                    f"a.png,P1,{views[0]},,,,3,,\nb.png,P1,{views[1]},,,,3,,\n")
     model, meta = load_checkpoint(run_dir)
     dataset = ScalpDataset(read_manifest(tmp_path / "m.csv"),
                            transform=build_transforms(64, meta["mean"], meta["std"], train=False))
-    loader = make_loader(dataset, batch_size=2, train=False, seed=0)
+    return model, make_loader(dataset, batch_size=2, train=False, seed=0)
+
+
+def test_evaluation_tta_treats_a_photo_and_its_mirror_alike(run_dir: Path, tmp_path: Path) -> None:
+    # With flip TTA, the mirrored photo gets the same stage and conditions and the swapped
+    # view; the untrained model alone (no TTA) does not, so the mapping back is what's tested.
+    from data.vocab import VIEW_MIRROR
+    from training.loop import evaluate
+
+    photo = np.random.default_rng(4).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+    model, loader = _photo_pair(run_dir, tmp_path, photo, photo[:, ::-1], ("left", "right"))
     device = torch.device("cpu")
     _, plain = evaluate(model, loader, device=device)
     _, tta = evaluate(model, loader, device=device, tta=True)
@@ -358,23 +366,12 @@ def test_evaluation_rotation_tta_treats_a_photo_and_its_turn_alike(
         run_dir: Path, tmp_path: Path, mode: str, mirror: bool) -> None:
     # A quarter turn (after a mirror, for d4): same stage and conditions, same view (left
     # and right swapped by the mirror); the untrained model alone does not do that.
-    from data.dataset import ScalpDataset
-    from data.manifest import read_manifest
-    from data.transforms import build_transforms
     from data.vocab import VIEW_MIRROR
-    from models import load_checkpoint
-    from training.loop import evaluate, make_loader
+    from training.loop import evaluate
 
     photo = np.random.default_rng(4).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
     moved = np.rot90(photo[:, ::-1] if mirror else photo)
-    Image.fromarray(photo).save(tmp_path / "a.png")
-    Image.fromarray(np.ascontiguousarray(moved)).save(tmp_path / "b.png")
-    (tmp_path / "m.csv").write_text(",".join(MANIFEST_COLUMNS) + "\n"
-                                    "a.png,P1,left,,,,3,,\nb.png,P1,left,,,,3,,\n")
-    model, meta = load_checkpoint(run_dir)
-    dataset = ScalpDataset(read_manifest(tmp_path / "m.csv"),
-                           transform=build_transforms(64, meta["mean"], meta["std"], train=False))
-    loader = make_loader(dataset, batch_size=2, train=False, seed=0)
+    model, loader = _photo_pair(run_dir, tmp_path, photo, moved, ("left", "left"))
     views = list(VIEW_MIRROR) if mirror else slice(None)
     device = torch.device("cpu")
     for tta in (None, mode):
