@@ -221,18 +221,24 @@ def _write_rows(rows: list, path: Path) -> Path:
 # --- training and evaluation ---------------------------------------------------------------
 
 
+def _recipe_config(recipe: dict[str, Any], overrides: list[str], **values: Any) -> Any:
+    """A training config from a recipe (nested keys become dotted overrides), ``values``
+    and then the ``--set`` overrides."""
+    from training.config import apply_overrides, load_config
+
+    plain = {k: v for k, v in recipe.items() if not isinstance(v, dict)}
+    dotted = [f"{key}.{k}={v}" for key, d in recipe.items() if isinstance(d, dict)
+              for k, v in d.items()]
+    return apply_overrides(load_config(None, **plain, **values), dotted + overrides)
+
+
 def _train(name: str, recipe: dict[str, Any], data: Path, val: Path | None,
            overrides: list[str]) -> tuple[Path, float]:
-    from training.config import apply_overrides, load_config
     from training.loop import fit
 
     out = RESULTS / "runs" / name
-    values = {k: v for k, v in recipe.items() if not isinstance(v, dict)}
-    config = load_config(None, data=str(data), val=str(val) if val else "", out=str(out),
-                         **values)
-    dotted = [f"{key}.{k}={v}" for key, d in recipe.items() if isinstance(d, dict)
-              for k, v in d.items()]
-    config = apply_overrides(config, dotted + overrides)
+    config = _recipe_config(recipe, overrides, data=str(data), val=str(val) if val else "",
+                            out=str(out))
     start = time.perf_counter()
     fit(config, overwrite=True, log=lambda m: print(f"[{name}] {m}", flush=True))
     return out, time.perf_counter() - start
@@ -404,17 +410,13 @@ def run_cv(args: argparse.Namespace) -> None:
     """K-fold person-grouped cross-validation on Norwood train (`scalpscan train --folds`):
     out-of-fold figures over every train person, then the fold ensemble and each of its
     members alone on valid (persons never seen), all from the same run."""
-    from training.config import apply_overrides, load_config
     from training.crossval import OOF_DIR, cross_validate
 
     train, valid = _real_manifests(args.cache_side)
     name = f"cv{args.folds}{args.tag}"
     out = RESULTS / "runs" / name
-    values = {k: v for k, v in CV_RECIPE.items() if not isinstance(v, dict)}
-    config = load_config(None, data=str(train), out=str(out), folds=args.folds, **values)
-    dotted = [f"{key}.{k}={v}" for key, d in CV_RECIPE.items() if isinstance(d, dict)
-              for k, v in d.items()]
-    config = apply_overrides(config, dotted + args.set)
+    config = _recipe_config(CV_RECIPE, args.set, data=str(train), out=str(out),
+                            folds=args.folds)
     state = out / "cv.json"
     stored = RESULTS / f"{name}.json"
     start = time.perf_counter()

@@ -224,10 +224,7 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
     # The ensemble is calibrated on the out-of-fold outputs: every photo of `data`,
     # each predicted by a member that never saw its person.
     calibration = fit_calibration(oof) if config.calibrate else None
-    kwargs = {"thresholds": (calibration or {}).get("thresholds"),
-              "temperature": (calibration or {}).get("temperature"),
-              "stage_offsets": (calibration or {}).get("stage_offsets"),
-              "view_weights": config.stage_view_weights}
+    kwargs = loop.calibrated(calibration, config.stage_view_weights)
     metrics = compute_metrics(oof, **kwargs, ci_draws=1000)
     metrics.get("stage_person", {}).pop("persons", None)
     views = loop._column_values(rows, "view")
@@ -243,9 +240,9 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
     plot_all(oof, out, temperature=kwargs["temperature"], stage_offsets=kwargs["stage_offsets"])
 
     ensemble = ensemble_of(models)
-    meta = loop._meta(config, ensemble, metas[0]["mean"], metas[0]["std"], fingerprint=fingerprint,
-                 calibration=calibration, metrics={"oof": metrics, "per_fold": folds}, epoch=0)
-    meta["epoch"] = None
+    meta = loop._meta(config, ensemble, metas[0]["mean"], metas[0]["std"],
+                      fingerprint=fingerprint, calibration=calibration,
+                      metrics={"oof": metrics, "per_fold": folds}, epoch=None)
     meta["fold_epochs"] = [m.get("epoch") for m in metas]
     save_checkpoint(run_dir, ensemble, meta, name="model")
     stage, person = metrics.get("stage", {}), metrics.get("stage_person", {})

@@ -74,6 +74,7 @@ __all__ = [
     "data_fingerprint",
     "save_resume_state",
     "load_resume_state",
+    "calibrated",
     "claim_run_folder",
     "fit",
     "recalibrate_run",
@@ -312,30 +313,17 @@ def _restore(outputs: dict[str, Tensor], *, turns: int, mirror: bool) -> dict[st
     return mapped
 
 
-def _tta_passes(mode: str) -> list[tuple[Callable[[Tensor], Tensor],
-                                          Callable[[dict[str, Tensor]], dict[str, Tensor]]]]:
-    """The passes of a TTA mode (``data.vocab.TTA_MODES``) as ``(augment, restore)``.
-
-    ``augment`` mirrors and turns the images; ``restore`` maps the outputs back to the photo
-    as given: masks turned back by the inverse turn, then unmirrored with left/right views
-    and temples swapped; a turn leaves view, stage and conditions as they are. The same
-    passes as ``inference.decoding.tta_passes``, on tensors.
-    """
-    return [(partial(_augment, turns=turns, mirror=mirror), partial(_restore, turns=turns, mirror=mirror))
-            for turns, mirror in TTA_MODES[mode]]
-
-
 def _forward_tta(model: nn.Module, batch: dict[str, Any], device: torch.device, *,
                  channels_last: bool, amp: bool, mode: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """`_forward` with test-time augmentation: the mean logits of the passes of ``mode``,
     each mapped back to the photo first, as the predictor's ``tta`` does."""
     batch = _to_device(batch, device)
     sums: dict[str, Tensor] = {}
-    passes = _tta_passes(mode)
-    for augment, restore in passes:
-        _, outputs = _forward(model, {"image": augment(batch["image"])}, device,
-                              channels_last=channels_last, amp=amp)
-        for key, value in restore(outputs).items():
+    passes = TTA_MODES[mode]  # (turns, mirrored), as inference.decoding.tta_passes reads it
+    for turns, mirror in passes:
+        _, outputs = _forward(model, {"image": _augment(batch["image"], turns=turns, mirror=mirror)},
+                              device, channels_last=channels_last, amp=amp)
+        for key, value in _restore(outputs, turns=turns, mirror=mirror).items():
             sums[key] = sums[key] + value if key in sums else value
     return batch, {key: value / len(passes) for key, value in sums.items()}
 
@@ -735,9 +723,19 @@ def _make_datasets(config: TrainConfig, train_rows: list[Any], val_rows: list[An
             ScalpDataset(val_rows, transform=val_tf))
 
 
+def calibrated(calibration: Mapping[str, Any] | None,
+               view_weights: Mapping[str, float] | None) -> dict[str, Any]:
+    """`compute_metrics` keyword arguments for a calibration (or ``model.json``, which
+    holds the same keys); None = uncalibrated."""
+    calibration = calibration or {}
+    return {"thresholds": calibration.get("thresholds"),
+            "temperature": calibration.get("temperature"),
+            "stage_offsets": calibration.get("stage_offsets"), "view_weights": view_weights}
+
+
 def _meta(config: TrainConfig, model: nn.Module, mean: Sequence[float], std: Sequence[float],
           *, fingerprint: str, calibration: Mapping[str, Any] | None,
-          metrics: Mapping[str, Any] | None, epoch: int) -> dict[str, Any]:
+          metrics: Mapping[str, Any] | None, epoch: int | None) -> dict[str, Any]:
     calibration = dict(calibration or {})
     meta = inference_meta(
         model,
@@ -973,10 +971,7 @@ def _finish(config: TrainConfig, run_dir: Path, val_ds: Dataset, subjects: list[
     val_losses, preds = evaluate(best, loader, loss_fn, device=device, amp=amp,
                                  channels_last=False, subjects=subjects)
     calibration = fit_calibration(preds) if config.calibrate else None
-    metrics = compute_metrics(preds, thresholds=(calibration or {}).get("thresholds"),
-                              temperature=(calibration or {}).get("temperature"),
-                              stage_offsets=(calibration or {}).get("stage_offsets"),
-                              view_weights=config.stage_view_weights)
+    metrics = compute_metrics(preds, **calibrated(calibration, config.stage_view_weights))
     metrics.get("stage_person", {}).pop("persons", None)
     meta = _meta(config, best, mean, std, fingerprint=fingerprint, calibration=calibration,
                  metrics={"val": metrics, "val_loss": val_losses.get("loss")},
@@ -1037,10 +1032,7 @@ def recalibrate_run(run_dir: str | os.PathLike, *, batch_size: int = 32, device:
     _, preds = evaluate(model, loader, None, device=torch_device,
                         subjects=[r.subject for r in val_rows])
     calibration = fit_calibration(preds)
-    metrics = compute_metrics(preds, thresholds=calibration["thresholds"],
-                              temperature=calibration["temperature"],
-                              stage_offsets=calibration["stage_offsets"],
-                              view_weights=config.stage_view_weights)
+    metrics = compute_metrics(preds, **calibrated(calibration, config.stage_view_weights))
     metrics.get("stage_person", {}).pop("persons", None)
     meta = dict(meta)
     meta.update(temperature=calibration["temperature"], thresholds=calibration["thresholds"],
@@ -1124,12 +1116,7 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
                          device=torch_device)
     _, preds = evaluate(model, loader, None, device=torch_device,
                         subjects=[r.subject for r in rows], progress=progress, tta=tta)
-    kwargs = {
-        "thresholds": meta.get("thresholds"),
-        "temperature": meta.get("temperature"),
-        "stage_offsets": meta.get("stage_offsets"),
-        "view_weights": (meta.get("config") or {}).get("stage_view_weights"),
-    }
+    kwargs = calibrated(meta, (meta.get("config") or {}).get("stage_view_weights"))
     metrics = compute_metrics(preds, **kwargs, ci_draws=ci_draws)
     breakdowns = {
         column: compute_by(preds, column, [values[i] for i in preds.index], **kwargs)
