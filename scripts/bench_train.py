@@ -232,13 +232,18 @@ def _recipe_config(recipe: dict[str, Any], overrides: list[str], **values: Any) 
     return apply_overrides(load_config(None, **plain, **values), dotted + overrides)
 
 
+def _renders(n: int, size: int) -> Path:
+    """The manifest of ``n`` cached renders (seeds from 1000) that real runs train on too."""
+    return _render(CACHE / f"synth_train_{n}_{size}", n, 1000, size)
+
+
 def _train(name: str, recipe: dict[str, Any], data: Path, val: Path | None,
-           overrides: list[str]) -> tuple[Path, float]:
+           overrides: list[str], train_extra: Path | None = None) -> tuple[Path, float]:
     from training.loop import fit
 
     out = RESULTS / "runs" / name
     config = _recipe_config(recipe, overrides, data=str(data), val=str(val) if val else "",
-                            out=str(out))
+                            out=str(out), train_extra=str(train_extra) if train_extra else "")
     start = time.perf_counter()
     fit(config, overwrite=True, log=lambda m: print(f"[{name}] {m}", flush=True))
     return out, time.perf_counter() - start
@@ -308,37 +313,18 @@ def run_real(args: argparse.Namespace) -> None:
     if args.recalibrate:
         _recalibrate(name, valid)
         return
-    val = None
     renders = REAL_RENDERS if args.renders is None else args.renders
     render_size = args.synth_size if args.synth_size_given else REAL_RENDER_SIZE
-    if renders:
-        train, val = _real_plus_renders(train, renders, render_size,
-                                        int(_overrides(args.set).get("seed", 0)))
-    run, seconds = _train(name, REAL_RECIPE, train, val, args.set)
+    # The renders only ever train (train_extra): the best epoch and the calibration rest on
+    # the subject-grouped split of the real photos, the same persons as without renders.
+    run, seconds = _train(name, REAL_RECIPE, train, None, args.set,
+                          train_extra=_renders(renders, render_size) if renders else None)
     metrics = _evaluate(run, valid, run / "eval_valid", by=("view",))
     _save(name, {"title": "Real photos, persons never seen (Norwood train -> valid)",
                    "recipe": {**REAL_RECIPE, **_overrides(args.set)},
                    "renders": renders, "render_size": render_size if renders else None,
                    "epochs_run": _epochs_run(run), "train_seconds": seconds,
                    "test": _headline(metrics), "run": str(run.relative_to(REPO))})
-
-
-def _real_plus_renders(train: Path, n: int, size: int, seed: int) -> tuple[Path, Path]:
-    """Real train photos plus ``n`` renders for training; validation = real photos only.
-
-    The validation persons are the ones the run would hold out without renders (the same
-    subject-grouped split, same seed), so runs with and without renders pick their best
-    epoch and calibrate on the same real people.
-    """
-    from data.manifest import read_manifest
-    from data.splits import split_rows
-
-    fraction = REAL_RECIPE["val_fraction"]
-    parts = split_rows(read_manifest(train), (1 - fraction, fraction), seed=seed)
-    renders = read_manifest(_render(CACHE / f"synth_train_{n}_{size}", n, 1000, size))
-    folder = train.parent.parent / f"plus_{n}_renders_{size}_seed{seed}"
-    return (_write_rows(parts["train"] + renders, folder / "train.csv"),
-            _write_rows(parts["val"], folder / "val.csv"))
 
 
 def _recalibrate(name: str, test: Path) -> None:
@@ -415,8 +401,14 @@ def run_cv(args: argparse.Namespace) -> None:
     train, valid = _real_manifests(args.cache_side)
     name = f"cv{args.folds}{args.tag}"
     out = RESULTS / "runs" / name
+    renders = args.renders or 0
+    render_size = args.synth_size if args.synth_size_given else REAL_RENDER_SIZE
+    # Renders join every fold's training photos (train_extra) and nothing else: the folds,
+    # the out-of-fold figures and the calibration are the real persons' alone, so a run
+    # with renders pairs up fold by fold with one without.
     config = _recipe_config(CV_RECIPE, args.set, data=str(train), out=str(out),
-                            folds=args.folds)
+                            folds=args.folds,
+                            train_extra=str(_renders(renders, render_size)) if renders else "")
     state = out / "cv.json"
     stored = RESULTS / f"{name}.json"
     start = time.perf_counter()
@@ -435,6 +427,7 @@ def run_cv(args: argparse.Namespace) -> None:
     tta = {mode: _headline(_evaluate(out, valid, None, tta=mode)) for mode in args.tta_modes}
     _store(name, {"title": f"{args.folds}-fold cross-validation on Norwood train",
                   "recipe": {**CV_RECIPE, **_overrides(args.set)}, "folds": args.folds,
+                  "renders": renders, "render_size": render_size if renders else None,
                   "oof": {**_headline(oof["metrics"]), "persons": oof["persons"]},
                   "per_fold": oof["per_fold"], "members": members, "ensemble": ensemble,
                   "ensemble_tta": tta, "train_seconds": seconds,
@@ -464,7 +457,10 @@ def render_cv_report() -> str:
         mean["photos"] = members[0]["photos"]
         lines += [
             f"{r['title']}: {rec['backbone']} (ImageNet) at {rec['image_size']} px, "
-            f"{rec['epochs']} epochs per fold, no renders; {r['train_seconds'] / 60:.0f} min "
+            f"{rec['epochs']} epochs per fold, "
+            + (f"{r['renders']} renders ({r['render_size']} px) in every fold's training photos"
+               if r.get("renders") else "no renders")
+            + f"; {r['train_seconds'] / 60:.0f} min "
             f"for all {r['folds']} folds on {r['machine']}. Command: `{r['command']}`.", "",
             header, "|---|---|---|---|---|---|---|---|---|---|---|---|",
             row("out-of-fold, every train person (calibration fitted on these outputs)",
@@ -538,13 +534,9 @@ def run_mixed(args: argparse.Namespace) -> None:
         return
     renders = REAL_RENDERS if args.renders is None else args.renders
     render_size = args.synth_size if args.synth_size_given else REAL_RENDER_SIZE
-    train = paths["train"]
-    if renders:  # the same recipe as `real`: renders join the training photos only
-        extra = read_manifest(_render(CACHE / f"synth_train_{renders}_{render_size}", renders,
-                                      1000, render_size))
-        train = _write_rows(read_manifest(train) + extra,
-                            folder / f"train_plus_{renders}_renders_{render_size}.csv")
-    run, seconds = _train("mixed", REAL_RECIPE, train, paths["val"], args.set)
+    # The same recipe as `real`: renders join the training photos only.
+    run, seconds = _train("mixed", REAL_RECIPE, paths["train"], paths["val"], args.set,
+                          train_extra=_renders(renders, render_size) if renders else None)
     metrics = _evaluate(run, paths["test"], run / "eval_test", by=("view",))
     shared = len({r.subject for r in test} & {r.subject for r in rest})
     _save("mixed", {"title": "Real photos, persons mixed across splits (random photo split)",
@@ -960,8 +952,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="synth2real: epochs of the comparison runs")
     parser.add_argument("--n-renders", type=int, default=1000, help="synth2real: renders added to real")
     parser.add_argument("--renders", type=int, default=None,
-                        help=f"real: renders added to the training photos (default {REAL_RENDERS} "
-                             f"at {REAL_RENDER_SIZE} px or --synth-size; 0 = none)")
+                        help=f"real, mixed: renders added to the training photos (default "
+                             f"{REAL_RENDERS} at {REAL_RENDER_SIZE} px or --synth-size; 0 = none); "
+                             "cv: renders in every fold's training photos (default none)")
     parser.add_argument("--no-compare", action="store_true",
                         help="synth2real: only test the renders-only model (no renders+real runs)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="throughput: backbone")

@@ -7,6 +7,7 @@ ordinary checkpoint, and an interrupted cross-validation resumes to the same res
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_training import make_photos
+from test_training import make_photos, renamed_persons
 
 from data.manifest import ManifestRow, read_manifest
 from data.splits import fold_subjects
@@ -24,7 +25,7 @@ from models.checkpoint import inference_meta
 import training.loop
 from training.config import ConfigError, load_config
 from training.crossval import CV_FILE, OOF_DIR, cross_validate
-from training.loop import TrainingError, evaluate_run
+from training.loop import LOG_FILE, TrainingError, evaluate_run
 
 FOLDS = 3
 
@@ -228,6 +229,41 @@ def test_resume_refuses_changed_data_and_overwrite_replaces(
     cross_validate(_config(manifest, out, folds=2), overwrite=True, log=lambda _m: None)
     assert not (out / "fold_3").exists() and not (out / "fold_1" / "stale.txt").exists()
     assert json.loads((out / "model.json").read_text())["architecture"]["kwargs"]["members"] == 2
+
+
+def test_train_extra_joins_every_fold_but_never_a_held_out_one(
+        manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = make_photos(tmp_path / "extra", subjects=2, views=3, seed=7)
+    extra = renamed_persons(made, made.parent / "extra.csv", "R")
+    other = renamed_persons(made, made.parent / "other.csv", "Q")
+    out = tmp_path / "run"
+    real_fit = training.loop.fit
+
+    def failing_fit(config, **kwargs):
+        if Path(config.out).name == "fold_2":
+            raise _MachineLost
+        return real_fit(config, **kwargs)
+
+    monkeypatch.setattr("training.loop.fit", failing_fit)
+    with pytest.raises(_MachineLost):
+        cross_validate(_config(manifest, out, train_extra=str(extra)), log=lambda _m: None)
+    monkeypatch.setattr("training.loop.fit", real_fit)
+    with pytest.raises(TrainingError, match="train extra fingerprint changed"):
+        cross_validate(_config(manifest, out, train_extra=str(other)), resume=True,
+                       log=lambda _m: None)
+    cross_validate(_config(manifest, out, train_extra=str(extra)), resume=True,
+                   log=lambda _m: None)
+
+    extras = {r.subject for r in read_manifest(extra)}
+    for fold in range(1, FOLDS + 1):
+        assert not extras & {r.subject for r in read_manifest(
+            out / "splits" / f"fold_{fold}.val.csv")}
+        trained = len(read_manifest(out / "splits" / f"fold_{fold}.train.csv")) + len(extras) * 3
+        with (out / f"fold_{fold}" / LOG_FILE).open() as handle:
+            assert int(next(csv.DictReader(handle))["train_photos"]) == trained
+    oof = json.loads((out / OOF_DIR / "metrics.json").read_text())
+    assert oof["photos"] == len(read_manifest(manifest))
+    assert not extras & set(json.loads((out / CV_FILE).read_text())["subjects"])
 
 
 def test_too_few_persons_for_the_folds(manifest: Path, tmp_path: Path) -> None:

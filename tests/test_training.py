@@ -7,6 +7,7 @@ stopping, and a train -> evaluate round trip whose run folder holds no pickle.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,6 +19,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import training.loop
+from data.manifest import read_manifest
+from data.splits import split_rows
 from data.vocab import MANIFEST_COLUMNS, VIEWS
 from training.config import (
     DEFAULT_CONFIG_PATH,
@@ -315,6 +319,12 @@ def test_cli_reports_bad_arguments_with_exit_code_2(photos: dict[str, Path],
         [sys.executable, "-m", "scripts.cli", "train", "--out", str(tmp_path / "x"),
          "--resume", "--overwrite"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "exclude each other" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "train", "--data", str(photos["train"]),
+         "--out", str(tmp_path / "x"), "--train-extra", str(tmp_path / "renders.csv")],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"--train-extra {tmp_path / 'renders.csv'}: no such file" in result.stderr
 
 
 def test_an_unknown_monitor_is_refused_with_the_logged_names(photos: dict[str, Path],
@@ -419,4 +429,43 @@ def test_init_from_starts_the_whole_network_from_a_trained_run(photos: dict[str,
                     init_from=str(first)), log=lambda _: None)
     with pytest.raises(TrainingError, match=r"init_from: .*nowhere"):
         fit(_config(photos, tmp_path / "fourth", epochs=1, init_from=str(tmp_path / "nowhere")),
+            log=lambda _: None)
+
+
+def renamed_persons(manifest: Path, out: Path, prefix: str) -> Path:
+    """A copy of ``manifest`` whose persons are new ones (``prefix`` + the old id)."""
+    from data.manifest import read_manifest, write_manifest
+
+    rows = [dataclasses.replace(r, subject=prefix + r.subject) for r in read_manifest(manifest)]
+    write_manifest(rows, out)
+    return out
+
+
+def test_train_extra_photos_only_ever_train(photos: dict[str, Path], tmp_path: Path) -> None:
+    extra = renamed_persons(photos["train"], photos["train"].parent / "extra.csv", "X")
+    run = fit(_config(photos, tmp_path / "extra", epochs=1, calibrate=False,
+                      train_extra=str(extra)), log=lambda _: None)
+    n = {name: len(read_manifest(path)) for name, path in (*photos.items(), ("extra", extra))}
+    with (run / LOG_FILE).open() as handle:
+        row = next(csv.DictReader(handle))
+    assert int(row["train_photos"]) == n["train"] + n["extra"]
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["metrics"]["val"]["n"] == n["val"]  # the validation photos alone
+    assert meta["config"]["train_extra"] == str(extra)
+
+    # Without --val, the split of --data is the one a run without extras makes.
+    split = fit(_config(photos, tmp_path / "split", val="", epochs=1, calibrate=False,
+                        train_extra=str(extra)), log=lambda _: None)
+    with (split / LOG_FILE).open() as handle:
+        assert int(next(csv.DictReader(handle))["train_photos"]) > n["extra"]
+    assert json.loads((split / "model.json").read_text())["data_fingerprint"].split(":")[1] == \
+        training.loop.data_fingerprint(split_rows(read_manifest(photos["train"]), (0.8, 0.2),
+                                                  seed=3)["val"])
+
+
+def test_train_extra_sharing_a_person_with_data_is_refused(photos: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match=r"manifest.csv: 4 person\(s\) of train_extra are also in"
+                                            r".*\(P0, P1, P2, P3\)"):
+        fit(_config(photos, tmp_path / "shared", epochs=1, train_extra=str(photos["train"])),
             log=lambda _: None)

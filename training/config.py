@@ -72,6 +72,7 @@ class TrainConfig:
     data: str = ""  # training manifest (CSV); required
     val: str = ""  # validation manifest; empty = subject-grouped split of `data`
     val_fraction: float = 0.2  # share of subjects held out when `val` is empty
+    train_extra: str = ""  # manifest of photos for training only (e.g. renders): never validated on, never held out by a fold
     folds: int = 0  # K >= 2: person-grouped K-fold cross-validation, one run per fold; their ensemble is the model
     out: str = "runs/run"  # run folder (checkpoints, logs, plots)
     image_size: int = 224  # network input side in pixels (square)

@@ -137,15 +137,20 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
     except ValueError as exc:
         raise TrainingError(f"{config.data}: {exc}") from None
     fingerprint = loop.data_fingerprint(rows)
+    # Photos for training only (e.g. renders) join every fold's training rows; checked here,
+    # before any fold trains, for persons that are also in `data`.
+    extra = loop.read_train_extra(config, rows)
     state = {"folds": config.folds, "seed": config.seed, "data": config.data,
-             "data_fingerprint": fingerprint, "subjects": assignment, "done": [],
-             "fold_seconds": {}, "finished": False}
+             "data_fingerprint": fingerprint, "subjects": assignment,
+             "train_extra": config.train_extra or None,
+             "train_extra_fingerprint": loop.data_fingerprint(extra) if extra else None,
+             "done": [], "fold_seconds": {}, "finished": False}
     if resume:
         saved = json.loads(state_path.read_text())
-        for key in ("folds", "seed", "data_fingerprint", "subjects"):
+        for key in ("folds", "seed", "data_fingerprint", "subjects", "train_extra_fingerprint"):
             if saved.get(key) != state[key]:
                 raise TrainingError(f"{state_path}: the {key.replace('_', ' ')} changed since "
-                                    "the run was interrupted; resume with the same manifest, "
+                                    "the run was interrupted; resume with the same manifests, "
                                     "folds and seed")
         state["done"] = list(saved.get("done", []))
         state["fold_seconds"] = dict(saved.get("fold_seconds", {}))

@@ -667,7 +667,32 @@ def _load_rows(config: TrainConfig) -> tuple[list[Any], list[Any]]:
     if not val_rows:
         raise TrainingError(f"{config.val or config.data}: the validation split is empty; "
                             "give --val MANIFEST or more subjects")
-    return train_rows, val_rows
+    return train_rows + read_train_extra(config, train_rows + val_rows), val_rows
+
+
+def read_train_extra(config: TrainConfig, rows: Sequence[Any]) -> list[Any]:
+    """The rows of ``config.train_extra`` (none when it is empty), photos that only ever
+    train: they join the training rows after the validation split (or, with ``folds``,
+    every fold's training rows), so no metric and no calibration rests on them.
+
+    Raises:
+        TrainingError: when a person of the extra manifest is also in ``rows`` (``data``
+            and ``val``): that person would be trained on and validated on at once.
+    """
+    from data.manifest import read_manifest
+
+    if not config.train_extra:
+        return []
+    extra = read_manifest(config.train_extra)
+    shared = sorted({r.subject for r in extra} & {r.subject for r in rows})
+    if shared:
+        shown = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+        raise TrainingError(f"{config.train_extra}: {len(shared)} person(s) of train_extra are "
+                            f"also in {config.data}{' / ' + config.val if config.val else ''} "
+                            f"({shown}); a person there would be validated on while being "
+                            "trained on. Give the extra photos their own subject ids, or move "
+                            "those persons into --data")
+    return extra
 
 
 def _build_model(config: TrainConfig) -> nn.Module:

@@ -31,7 +31,9 @@ run is refused unless --resume or --overwrite says what to do with it.
 (RUN/fold_1 ... fold_K, each validated on the fold it never saw); RUN/oof/metrics.json
 holds the out-of-fold metrics over every person, and RUN/model.* is the ensemble of the
 K fold models (mean logits), calibrated on the out-of-fold outputs. --resume keeps the
-finished folds.
+finished folds. --train-extra MANIFEST adds photos that only ever train (renders, say):
+never in a validation split, a fold's held-out persons, the metrics or the calibration;
+a person in both it and --data is refused.
 Exit code 2 = bad arguments.
 """
 
@@ -40,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scalpscan train`."""
     parser.add_argument("--data", help="training manifest (CSV)")
     parser.add_argument("--val", help="validation manifest; default: a subject-grouped split of --data")
+    parser.add_argument("--train-extra", metavar="MANIFEST",
+                        help="photos for training only (e.g. renders): added to the training "
+                             "rows after the validation split, and to every fold's with --folds")
     parser.add_argument("--out", help="run folder to write (or to resume with --resume)")
     parser.add_argument("--backbone", help="backbone name (tiny, resnet18, efficientnet_lite0, ...)")
     parser.add_argument("--pretrained", action="store_true", default=None,
@@ -87,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             config = load_config(
                 args.config, overrides=args.set, data=args.data, val=args.val, out=args.out,
+                train_extra=args.train_extra,
                 backbone=args.backbone, pretrained=args.pretrained, init_from=args.init_from,
                 epochs=args.epochs, folds=args.folds,
                 image_size=args.image_size, batch_size=args.batch_size,
@@ -97,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--data MANIFEST is required (or data: in --config)")
     if config.out == TrainConfig().out and not args.out:
         return _fail("--out RUN is required (the run folder to write)")
-    for key in ("data", "val"):
+    for key in ("data", "val", "train_extra"):
         value = getattr(config, key)
         if value and not Path(value).is_file():
-            return _fail(f"--{key} {value}: no such file")
+            return _fail(f"--{key.replace('_', '-')} {value}: no such file")
     # torch is imported only once the arguments are known to be good.
     from data.manifest import ManifestError
     from training.crossval import cross_validate
