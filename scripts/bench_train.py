@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import random
+import re
 import shlex
 import subprocess
 import sys
@@ -920,19 +921,57 @@ def render_report() -> str:
     return "\n".join(lines)
 
 
-def write_report(notes: Path | None) -> None:
-    """Replace the marked section of BENCHMARKS.md (and write ``notes`` when given)."""
+def _section_results(marker: str = MARKER) -> set[str]:
+    """Names of the stored results that the ``marker`` section is built from."""
+    cv = marker == CV_MARKER
+    return {p.stem for p in RESULTS.glob("*.json") if p.name.startswith("cv") == cv}
+
+
+def _results_shown(markdown: str, marker: str) -> set[str] | None:
+    """The result names a written ``marker`` section lists (None: it lists none)."""
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    if start not in markdown or end not in markdown:
+        return set()
+    section = markdown.split(start, 1)[1].split(end, 1)[0]
+    match = re.search(r"<!-- results: ([^>]*?) ?-->", section)
+    return set(match.group(1).split()) if match else None
+
+
+def publish_section(marker: str, text: str, *, replace: bool = False) -> bool:
+    """Replace the ``marker`` section of BENCHMARKS.md with ``text``, rebuilt from the
+    stored results, unless that would drop rows; returns whether it was written.
+
+    Sections are rebuilt from the results in ``local/bench/train`` (not in git), so a
+    checkout that lacks some of the results a section was built from would drop their
+    rows: then BENCHMARKS.md is left as it is and the new section goes to
+    ``local/bench/train/<marker>_section.md`` to merge by hand, unless ``replace``.
+    """
     from data.files import write_text_atomic
 
-    if not [p for p in RESULTS.glob("*.json") if not p.name.startswith("cv")]:
-        # A fresh checkout has no stored results (local/ is not in git): rewriting the
-        # section from none would drop every row measured before.
-        print(f"no stored training results in {RESULTS}; the {MARKER} section of "
-              "BENCHMARKS.md is left as it is", flush=True)
-        return
+    target = REPO / "BENCHMARKS.md"
+    shown = _results_shown(target.read_text() if target.is_file() else "", marker)
+    missing = None if shown is None else sorted(shown - _section_results(marker))
+    text += f"\n<!-- results: {' '.join(sorted(_section_results(marker)))} -->"
+    if (shown is None or missing) and not replace:
+        aside = RESULTS / f"{marker}_section.md"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(aside, text + "\n")
+        why = (f"it was built from results this checkout does not have ({', '.join(missing)})"
+               if missing else "it does not list the results it was built from")
+        print(f"the {marker} section of BENCHMARKS.md is left as it is: {why}, whose rows a "
+              f"rebuild would drop. The rebuilt section is in {aside}; merge it by hand, or "
+              "pass --replace-section to replace the section with it", flush=True)
+        return False
+    write_section(marker, text)
+    return True
+
+
+def write_report(notes: Path | None, *, replace: bool = False) -> None:
+    """Rebuild the `bench_train` section (and write ``notes`` when given)."""
+    from data.files import write_text_atomic
+
     text = render_report()
-    write_section(MARKER, text)
-    if notes is not None:
+    if publish_section(MARKER, text, replace=replace) and notes is not None:
         write_text_atomic(notes, text + "\n")
 
 
@@ -970,6 +1009,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=list(TTA_MODES),
                         help="cv: also test the ensemble with these TTA modes (flip, rot, d4)")
     parser.add_argument("--notes", type=Path, help="also write the section to this Markdown file")
+    parser.add_argument("--replace-section", action="store_true",
+                        help="rebuild the training section of BENCHMARKS.md from the stored "
+                             "results even if that drops rows whose results are not stored here")
     args = parser.parse_args(argv)
     args.synth_size_given = any(a.startswith("--synth-size") for a in (argv or sys.argv[1:]))
     sys.path.insert(0, str(REPO))
@@ -982,9 +1024,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.mode in modes:
         modes[args.mode](args)
     if args.mode in ("cv", "report") and list(RESULTS.glob("cv*.json")):
-        write_section(CV_MARKER, render_cv_report())
+        publish_section(CV_MARKER, render_cv_report(), replace=args.replace_section)
     if args.mode != "cv":
-        write_report(args.notes)
+        write_report(args.notes, replace=args.replace_section)
     return 0
 
 

@@ -1,0 +1,63 @@
+"""The benchmark scripts rebuild their BENCHMARKS.md sections from results stored outside
+git: a checkout that lacks some of them must not drop the rows those results built."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scripts import bench_train
+
+
+@pytest.fixture
+def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(bench_train, "REPO", tmp_path)
+    monkeypatch.setattr(bench_train, "RESULTS", tmp_path / "local" / "bench" / "train")
+    bench_train.RESULTS.mkdir(parents=True)
+    return tmp_path
+
+
+def _store(bench: Path, *names: str) -> None:
+    for name in names:
+        (bench_train.RESULTS / f"{name}.json").write_text(json.dumps({"name": name}))
+
+
+def test_a_section_is_written_and_lists_the_results_it_was_built_from(bench: Path) -> None:
+    _store(bench, "real", "mixed", "cv5")
+    (bench / "BENCHMARKS.md").write_text("# Benchmarks\n\nhand-written text\n")
+    assert bench_train.publish_section(bench_train.MARKER, "rows of real and mixed")
+    assert bench_train.publish_section(bench_train.CV_MARKER, "rows of cv5")
+    text = (bench / "BENCHMARKS.md").read_text()
+    assert "hand-written text" in text
+    assert "rows of real and mixed\n<!-- results: mixed real -->\n<!-- /bench_train -->" in text
+    assert "rows of cv5\n<!-- results: cv5 -->\n<!-- /bench_train_cv -->" in text
+    # One more result: the section is rebuilt in place.
+    _store(bench, "real_v2")
+    assert bench_train.publish_section(bench_train.MARKER, "three rows")
+    text = (bench / "BENCHMARKS.md").read_text()
+    assert "rows of real and mixed" not in text
+    assert "three rows\n<!-- results: mixed real real_v2 -->" in text
+
+
+def test_a_rebuild_that_would_drop_rows_is_set_aside(bench: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    _store(bench, "real", "mixed")
+    bench_train.publish_section(bench_train.MARKER, "both rows")
+    before = (bench / "BENCHMARKS.md").read_text()
+    (bench_train.RESULTS / "mixed.json").unlink()  # e.g. a fresh checkout, one run redone
+    assert not bench_train.publish_section(bench_train.MARKER, "one row")
+    assert (bench / "BENCHMARKS.md").read_text() == before
+    assert "results this checkout does not have (mixed)" in capsys.readouterr().out
+    aside = bench_train.RESULTS / "bench_train_section.md"
+    assert aside.read_text().startswith("one row\n<!-- results: real -->")
+    assert bench_train.publish_section(bench_train.MARKER, "one row", replace=True)
+    assert "one row" in (bench / "BENCHMARKS.md").read_text()
+
+
+def test_a_section_that_lists_no_results_is_not_rebuilt_unasked(bench: Path) -> None:
+    _store(bench, "real")
+    (bench / "BENCHMARKS.md").write_text("<!-- bench_train -->\nold rows\n<!-- /bench_train -->\n")
+    assert not bench_train.publish_section(bench_train.MARKER, "new rows")
+    assert "old rows" in (bench / "BENCHMARKS.md").read_text()
