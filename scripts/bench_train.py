@@ -595,14 +595,15 @@ def run_synth2real(args: argparse.Namespace) -> None:
     size = args.synth_size
     renders = _render(CACHE / f"synth_train_{args.n_train}_{size}", args.n_train, 1000, size)
     render_rows = read_manifest(renders)[: args.n_renders]
-    both = _write_rows(render_rows + read_manifest(train_real),
-                       CACHE / f"renders{args.n_renders}_plus_real" / "train.csv")
+    # The renders only train (train_extra): both runs validate on the same real persons.
+    extra = _write_rows(render_rows, CACHE / f"renders{args.n_renders}_{size}" / "train.csv")
     heads = {"conditions": 1.0, "stage": 1.0, "view": 0.3, "zones": 1.0, "loss": 1.0}
     recipe = {**REAL_RECIPE, "image_size": args.image_size or 128, "epochs": args.epochs or 6,
               "loss_weights": heads}
     results = {}
-    for name, data in (("real_alone", train_real), ("renders_plus_real", both)):
-        run, seconds = _train(f"s2r_{name}", recipe, data, None, args.set)
+    for name, train_extra in (("real_alone", None), ("renders_plus_real", extra)):
+        run, seconds = _train(f"s2r_{name}", recipe, train_real, None, args.set,
+                              train_extra=train_extra)
         results[name] = {"test": _headline(_evaluate(run, valid, run / "eval_real_valid",
                                                      by=("view",))),
                          "train_seconds": seconds, "epochs_run": _epochs_run(run)}

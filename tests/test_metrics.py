@@ -19,6 +19,7 @@ from training.metrics import (
     metrics_by,
     ordinal_predict,
     ordinal_probabilities,
+    paired_stage_differences,
     person_stage,
     stage_confidence_intervals,
     stage_metrics,
@@ -127,6 +128,57 @@ def test_stage_intervals_are_wider_when_a_persons_photos_agree() -> None:
     by_photo = stage_confidence_intervals(pred, true, [str(i) for i in range(100)],
                                           draws=1000)["stage"]["accuracy"]
     assert by_person[1] - by_person[0] > 2 * (by_photo[1] - by_photo[0])
+
+
+def _persons_of(pred: np.ndarray, true: np.ndarray, subjects: list[str]) -> dict:
+    return {s: {"true": int(true[subjects.index(s)]) + 1, "pred": int(pred[subjects.index(s)]) + 1}
+            for s in dict.fromkeys(subjects)}
+
+
+def test_paired_differences_of_a_model_with_itself_are_zero() -> None:
+    rng = np.random.default_rng(1)
+    subjects = [f"P{i // 4}" for i in range(80)]
+    true = np.repeat(rng.integers(0, 7, 20), 4)
+    pred = np.clip(true + rng.integers(-2, 3, 80), 0, 6)
+    persons = _persons_of(pred, true, subjects)
+    same = paired_stage_differences(pred, pred, true, subjects, persons, persons, draws=300)
+    for head in ("stage", "stage_person"):
+        for key in ("accuracy", "mae", "qwk"):
+            d = same[head][key]
+            assert d["difference"] == 0 and d["ci"] == [0, 0] and d["b_better"] == 0
+    point = stage_metrics(pred, true)
+    assert same["stage"]["accuracy"]["a"] == pytest.approx(point["accuracy"])
+    assert same["stage"]["qwk"]["b"] == pytest.approx(point["qwk"])
+
+
+def test_paired_interval_finds_a_small_gain_that_the_own_intervals_hide() -> None:
+    # 20 persons of very different difficulty; B fixes the photos of four persons that A
+    # gets wrong and changes nothing else.
+    rng = np.random.default_rng(2)
+    subjects = [f"P{i // 5}" for i in range(100)]
+    true = np.repeat(rng.integers(0, 7, 20), 5)
+    wrong = np.repeat(rng.random(20) < 0.5, 5)
+    pred_a = np.where(wrong, (true + 2) % 7, true)
+    fixed = np.flatnonzero(wrong)[:20]  # the 20 photos of the first four wrong persons
+    pred_b = pred_a.copy()
+    pred_b[fixed] = true[fixed]
+    pa, pb = _persons_of(pred_a, true, subjects), _persons_of(pred_b, true, subjects)
+    diff = paired_stage_differences(pred_a, pred_b, true, subjects, pa, pb, draws=1000)
+    acc = diff["stage"]["accuracy"]
+    assert acc["difference"] == pytest.approx(0.20)
+    assert 0 < acc["ci"][0] < 0.20 < acc["ci"][1]  # B is better on people like these
+    assert acc["b_better"] > 0.95
+    assert diff["stage"]["mae"]["difference"] < 0 and diff["stage"]["mae"]["b_better"] > 0.95
+    assert diff["stage_person"]["accuracy"]["difference"] == pytest.approx(0.20)
+    # Side by side, the two models' own intervals overlap: they cannot tell A from B.
+    own_a = stage_confidence_intervals(pred_a, true, subjects, draws=1000)["stage"]["accuracy"]
+    own_b = stage_confidence_intervals(pred_b, true, subjects, draws=1000)["stage"]["accuracy"]
+    assert own_b[0] < own_a[1]
+    assert acc["ci"][1] - acc["ci"][0] < own_a[1] - own_a[0]
+    # A worse B comes out negative, with the same width.
+    back = paired_stage_differences(pred_b, pred_a, true, subjects, pb, pa, draws=1000)
+    assert back["stage"]["accuracy"]["ci"] == pytest.approx([-acc["ci"][1], -acc["ci"][0]])
+    assert back["stage"]["accuracy"]["b_better"] == 0
 
 
 def test_condition_metrics_skip_unknown_labels() -> None:

@@ -469,3 +469,41 @@ def test_train_extra_sharing_a_person_with_data_is_refused(photos: dict[str, Pat
                                             r".*\(P0, P1, P2, P3\)"):
         fit(_config(photos, tmp_path / "shared", epochs=1, train_extra=str(photos["train"])),
             log=lambda _: None)
+
+
+def test_compare_runs_scores_two_runs_on_the_same_photos(photos: dict[str, Path], run_dir: Path,
+                                                         tmp_path: Path) -> None:
+    from models import create_model, inference_meta, save_checkpoint
+    from training.loop import compare_runs
+
+    torch.manual_seed(7)
+    other = create_model("scalpnet", backbone="tiny", image_size=64)
+    save_checkpoint(tmp_path / "b", other, inference_meta(other, input_size=64))
+    data = photos["train"]
+    result = compare_runs(run_dir, tmp_path / "b", data, out_dir=tmp_path / "cmp", ci_draws=200)
+    for side, path in (("a", run_dir), ("b", tmp_path / "b")):
+        alone = evaluate_run(path, data, ci_draws=0)["metrics"]
+        assert result[side]["metrics"]["stage"] == alone["stage"]
+    stage = result["difference"]["stage"]
+    a, b = (result[side]["metrics"]["stage"]["accuracy"] for side in "ab")
+    assert stage["accuracy"]["difference"] == pytest.approx(b - a)
+    assert stage["accuracy"]["ci"][0] <= b - a <= stage["accuracy"]["ci"][1]
+    assert result["photos"] == len(read_manifest(data)) and result["persons"] == 4
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert saved["difference"]["stage"]["accuracy"]["difference"] == pytest.approx(b - a)
+    itself = compare_runs(run_dir, run_dir, data, ci_draws=50)["difference"]["stage"]
+    assert all(itself[k]["difference"] == 0 and itself[k]["ci"] == [0, 0]
+               for k in ("accuracy", "mae"))
+
+    printed = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run_dir), "--compare",
+         str(tmp_path / "b"), "--data", str(data), "--out", str(tmp_path / "cli"), "--ci", "100",
+         "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert "stage acc" in printed.stdout and "95 % paired interval" in printed.stdout
+    assert (tmp_path / "cli" / "compare.json").is_file()
+    missing = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run_dir), "--compare",
+         str(tmp_path / "nowhere"), "--data", str(data)], cwd=REPO, capture_output=True,
+        text=True, timeout=120)
+    assert missing.returncode == 2 and "--compare" in missing.stderr and "nowhere" in missing.stderr

@@ -55,7 +55,13 @@ from .config import (
     transform_kwargs,
 )
 from .losses import MultiTaskLoss, compute_pos_weight
-from .metrics import Predictions, compute_metrics, mask_counts
+from .metrics import (
+    Predictions,
+    compute_metrics,
+    mask_counts,
+    paired_stage_differences,
+    predicted_stages,
+)
 from .metrics import metrics_by as compute_by
 from .plots import plot_all
 
@@ -79,6 +85,8 @@ __all__ = [
     "fit",
     "recalibrate_run",
     "evaluate_run",
+    "compare_runs",
+    "read_train_extra",
 ]
 
 #: Resume state (model, optimiser, scheduler, RNG, epoch, early stopping): tensors in
@@ -1092,6 +1100,33 @@ def _column_values(rows: Sequence[Any], column: str) -> list[str]:
     return values
 
 
+def _rows_to_evaluate(manifest: str | os.PathLike) -> list[Any]:
+    from data.manifest import read_manifest
+
+    rows = read_manifest(manifest)
+    if not rows:
+        raise TrainingError(f"{manifest}: the manifest has no rows to evaluate")
+    return rows
+
+
+def _run_outputs(model_path: str | os.PathLike, rows: Sequence[Any], *, batch_size: int,
+                 device: str, workers: int, progress: bool, tta: str | None
+                 ) -> tuple[Predictions, dict[str, Any], dict[str, Any]]:
+    """A run's raw outputs on ``rows`` (its own input size and normalisation), its
+    ``model.json`` and the `compute_metrics` arguments of its calibration."""
+    from data.dataset import ScalpDataset
+    from data.transforms import build_transforms
+
+    torch_device = torch.device(device)
+    model, meta = load_checkpoint(model_path, map_location=torch_device)
+    transform = build_transforms(int(meta["input_size"]), meta["mean"], meta["std"], train=False)
+    loader = make_loader(ScalpDataset(rows, transform=transform), batch_size=batch_size,
+                         train=False, seed=0, workers=workers, device=torch_device)
+    _, preds = evaluate(model, loader, None, device=torch_device,
+                        subjects=[r.subject for r in rows], progress=progress, tta=tta)
+    return preds, meta, calibrated(meta, (meta.get("config") or {}).get("stage_view_weights"))
+
+
 def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
                  out_dir: str | os.PathLike | None = None, by: Sequence[str] = (),
                  batch_size: int = 32, device: str = "cpu", workers: int = 0,
@@ -1123,25 +1158,12 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
     Raises:
         ValueError: if ``tta`` is not a mode.
     """
-    from data.dataset import ScalpDataset
-    from data.manifest import read_manifest
-    from data.transforms import build_transforms
-
     tta = tta_mode(tta)  # refuse a bad mode before loading anything
-    torch_device = torch.device(device)
-    model, meta = load_checkpoint(model_path, map_location=torch_device)
-    rows = read_manifest(manifest)
-    if not rows:
-        raise TrainingError(f"{manifest}: the manifest has no rows to evaluate")
+    rows = _rows_to_evaluate(manifest)
     columns = ["view", *[c for c in by if c != "view"]]
     groups = {column: _column_values(rows, column) for column in columns}
-    transform = build_transforms(int(meta["input_size"]), meta["mean"], meta["std"], train=False)
-    dataset = ScalpDataset(rows, transform=transform)
-    loader = make_loader(dataset, batch_size=batch_size, train=False, seed=0, workers=workers,
-                         device=torch_device)
-    _, preds = evaluate(model, loader, None, device=torch_device,
-                        subjects=[r.subject for r in rows], progress=progress, tta=tta)
-    kwargs = calibrated(meta, (meta.get("config") or {}).get("stage_view_weights"))
+    preds, meta, kwargs = _run_outputs(model_path, rows, batch_size=batch_size, device=device,
+                                       workers=workers, progress=progress, tta=tta)
     metrics = compute_metrics(preds, **kwargs, ci_draws=ci_draws)
     breakdowns = {
         column: compute_by(preds, column, [values[i] for i in preds.index], **kwargs)
@@ -1169,6 +1191,60 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
         log_csv = run_dir / LOG_FILE
         plot_all(preds, out, log_csv=log_csv if log_csv.is_file() else None,
                  temperature=meta.get("temperature"), stage_offsets=meta.get("stage_offsets"))
+    return result
+
+
+def compare_runs(model_a: str | os.PathLike, model_b: str | os.PathLike,
+                 manifest: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
+                 batch_size: int = 32, device: str = "cpu", workers: int = 0,
+                 progress: bool = False, tta: bool | str | None = None,
+                 ci_draws: int = 1000) -> dict[str, Any]:
+    """Two runs on the same photos: each one's metrics, and B - A for the stage with
+    paired person-bootstrap intervals (`training.metrics.paired_stage_differences`).
+
+    On a small test set the two runs' own intervals overlap almost always; the paired
+    interval of their difference is the honest answer to "is B better than A?".
+
+    Args:
+        model_a, model_b: run folders (or ``model.safetensors`` / ``model.json``); each
+            uses its own input size, normalisation and calibration.
+        manifest: manifest CSV both are evaluated on.
+        out_dir: where ``compare.json`` goes; None writes nothing.
+        batch_size, device, workers, progress, tta: as for `evaluate_run` (TTA for both).
+        ci_draws: paired bootstrap draws (at least 1).
+
+    Returns:
+        ``{"a": {"model", "metrics"}, "b": {...}, "difference": {"stage": ...,
+        "stage_person": ...}, "photos", "persons", "data", "tta", "created"}``.
+    """
+    tta = tta_mode(tta)
+    if ci_draws < 1:
+        raise ValueError(f"ci_draws={ci_draws}: a comparison needs at least one draw")
+    rows = _rows_to_evaluate(manifest)
+    sides: dict[str, dict[str, Any]] = {}
+    outputs = {}
+    for side, path in (("a", model_a), ("b", model_b)):
+        preds, _, kwargs = _run_outputs(path, rows, batch_size=batch_size, device=device,
+                                        workers=workers, progress=progress, tta=tta)
+        metrics = compute_metrics(preds, **kwargs)
+        outputs[side] = (preds, predicted_stages(preds, **kwargs),
+                         (metrics.get("stage_person") or {}).pop("persons", None))
+        sides[side] = {"model": str(path), "metrics": metrics}
+    (preds_a, stage_a, persons_a), (preds_b, stage_b, persons_b) = outputs["a"], outputs["b"]
+    if not np.array_equal(preds_a.index, preds_b.index):
+        raise TrainingError(f"{manifest}: the two runs read different photos")
+    difference = paired_stage_differences(stage_a, stage_b, preds_a.stage, preds_a.subjects,
+                                          persons_a, persons_b, draws=ci_draws)
+    result = {**sides, "difference": difference, "photos": len(preds_a),
+              "persons": len(set(preds_a.subjects)),
+              "data": {"manifest": str(manifest), "rows": len(rows),
+                       "fingerprint": data_fingerprint(rows)},
+              "tta": tta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "compare.json",
+                          json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n")
     return result
 
 

@@ -38,6 +38,8 @@ __all__ = [
     "ece_floor",
     "condition_metrics",
     "stage_metrics",
+    "paired_stage_differences",
+    "predicted_stages",
     "person_stage",
     "stage_confidence_intervals",
     "view_metrics",
@@ -46,6 +48,7 @@ __all__ = [
     "compute_metrics",
     "metrics_by",
     "format_metrics",
+    "format_comparison",
 ]
 
 _N_BINS = 15
@@ -358,6 +361,47 @@ def _confusion_scores(conf: np.ndarray) -> dict[str, np.ndarray]:
         }
 
 
+def _person_confusions(true: np.ndarray, subjects: Sequence[str],
+                       preds: Sequence[np.ndarray],
+                       persons: Sequence[Mapping[str, Mapping[str, int]] | None]
+                       ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Per-person stage confusion counts ``[P, K, K]`` of each prediction in ``preds``
+    (photos) and each table in ``persons`` (one row per person), over one list of names."""
+    k = len(STAGES)
+    true = np.asarray(true)
+    ids = [s or f"#photo{i}" for i, s in enumerate(subjects)] if len(subjects) else \
+        [f"#photo{i}" for i in range(len(true))]
+    names = sorted(set(ids).union(*[set(p or {}) for p in persons]))
+    where = {name: i for i, name in enumerate(names)}
+    photo = []
+    for pred in preds:
+        pred = np.asarray(pred)
+        conf = np.zeros((len(names), k, k))
+        for i in np.flatnonzero(true >= 0):
+            conf[where[ids[i]], true[i], pred[i]] += 1
+        photo.append(conf)
+    person = []
+    for table in persons:
+        conf = np.zeros((len(names), k, k))
+        for name, row in (table or {}).items():
+            conf[where[name], row["true"] - 1, row["pred"] - 1] = 1
+        person.append(conf)
+    return names, photo, person
+
+
+def _person_draws(n: int, draws: int, seed: int) -> np.ndarray:
+    """``[draws, n]``: how often each of ``n`` persons is drawn in each bootstrap draw."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(draws, n))
+    return np.stack([np.bincount(row, minlength=n) for row in picks]).astype(float)
+
+
+def _resampled(counts: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    """``[draws, K, K]`` confusion counts of the persons each draw picked."""
+    k = conf.shape[-1]
+    return (counts @ conf.reshape(len(conf), -1)).reshape(len(counts), k, k)
+
+
 def stage_confidence_intervals(pred: np.ndarray, true: np.ndarray, subjects: Sequence[str],
                                persons: Mapping[str, Mapping[str, int]] | None = None, *,
                                draws: int = 1000, level: float = 0.95,
@@ -382,29 +426,15 @@ def stage_confidence_intervals(pred: np.ndarray, true: np.ndarray, subjects: Seq
         ``{"stage": {...}, "stage_person": {...}}``; each holds ``level``, ``draws`` and
         ``[low, high]`` for ``accuracy``, ``mae`` and ``qwk`` (None where undefined).
     """
-    k = len(STAGES)
-    true = np.asarray(true)
-    pred = np.asarray(pred)
-    ids = [s or f"#photo{i}" for i, s in enumerate(subjects)] if len(subjects) else \
-        [f"#photo{i}" for i in range(len(true))]
-    names = sorted(set(ids) | set(persons or {}))
-    where = {name: i for i, name in enumerate(names)}
-    photo_conf = np.zeros((len(names), k, k))
-    for i in np.flatnonzero(true >= 0):
-        photo_conf[where[ids[i]], true[i], pred[i]] += 1
-    person_conf = np.zeros((len(names), k, k))
-    for name, row in (persons or {}).items():
-        person_conf[where[name], row["true"] - 1, row["pred"] - 1] = 1
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(names), size=(draws, len(names)))
-    counts = np.stack([np.bincount(row, minlength=len(names)) for row in picks]).astype(float)
+    names, (photo_conf,), (person_conf,) = _person_confusions(true, subjects, [pred], [persons])
+    counts = _person_draws(len(names), draws, seed)
     tail = (1.0 - level) / 2 * 100
 
     def interval(conf: np.ndarray) -> dict:
         out: dict[str, Any] = {"level": level, "draws": draws}
         if not conf.any():
             return {**out, "accuracy": None, "mae": None, "qwk": None}
-        sampled = (counts @ conf.reshape(len(names), -1)).reshape(draws, k, k)
+        sampled = _resampled(counts, conf)
         for key, values in _confusion_scores(sampled).items():
             values = values[np.isfinite(values)]
             out[key] = ([float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
@@ -412,6 +442,64 @@ def stage_confidence_intervals(pred: np.ndarray, true: np.ndarray, subjects: Seq
         return out
 
     return {"stage": interval(photo_conf), "stage_person": interval(person_conf)}
+
+
+def paired_stage_differences(pred_a: np.ndarray, pred_b: np.ndarray, true: np.ndarray,
+                             subjects: Sequence[str],
+                             persons_a: Mapping[str, Mapping[str, int]] | None = None,
+                             persons_b: Mapping[str, Mapping[str, int]] | None = None, *,
+                             draws: int = 1000, level: float = 0.95,
+                             seed: int = 0) -> dict[str, dict]:
+    """Model B against model A on the same photos: B - A for stage accuracy, MAE and QWK,
+    per photo and per person, with **paired** person-bootstrap intervals.
+
+    Each draw resamples persons once and scores both models on the same draw, so what the
+    two share (which persons happen to be easy) cancels out: the interval of a difference
+    is far narrower than the two models' own intervals side by side, and it is the one
+    that says whether B is better on people like these.
+
+    Args:
+        pred_a, pred_b: [N] predicted class index per photo, same photos in the same order.
+        true: [N] true class index, -1 unknown (left out).
+        subjects: [N] person ids.
+        persons_a, persons_b: subject -> {"true", "pred"} from `person_stage`, or None.
+        draws, level, seed: as for `stage_confidence_intervals`.
+
+    Returns:
+        ``{"stage": {...}, "stage_person": {...}}``; for each of ``accuracy``, ``mae`` and
+        ``qwk``: ``a``, ``b``, ``difference`` (B - A), ``ci`` ([low, high] of the
+        difference) and ``b_better`` (the share of draws in which B scores better: higher
+        accuracy and QWK, lower MAE). None where undefined.
+    """
+    names, photo, person = _person_confusions(true, subjects, [pred_a, pred_b],
+                                              [persons_a, persons_b])
+    counts = _person_draws(len(names), draws, seed)
+    tail = (1.0 - level) / 2 * 100
+
+    def differences(conf_a: np.ndarray, conf_b: np.ndarray) -> dict:
+        out: dict[str, Any] = {"level": level, "draws": draws}
+        if not conf_a.any():
+            return {**out, **{key: None for key in ("accuracy", "mae", "qwk")}}
+        point_a = _confusion_scores(conf_a.sum(0))
+        point_b = _confusion_scores(conf_b.sum(0))
+        drawn_a = _confusion_scores(_resampled(counts, conf_a))
+        drawn_b = _confusion_scores(_resampled(counts, conf_b))
+        for key in ("accuracy", "mae", "qwk"):
+            a, b = float(point_a[key]), float(point_b[key])
+            delta = drawn_b[key] - drawn_a[key]
+            delta = delta[np.isfinite(delta)]
+            if not (np.isfinite(a) and np.isfinite(b)) or not delta.size:
+                out[key] = None
+                continue
+            better = delta < 0 if key == "mae" else delta > 0
+            out[key] = {"a": a, "b": b, "difference": b - a,
+                        "ci": [float(np.percentile(delta, tail)),
+                               float(np.percentile(delta, 100 - tail))],
+                        "b_better": float(better.mean())}
+        return out
+
+    return {"stage": differences(photo[0], photo[1]),
+            "stage_person": differences(person[0], person[1])}
 
 
 def view_metrics(logits: np.ndarray, true: np.ndarray) -> dict:
@@ -467,6 +555,14 @@ def mask_metrics(counts: np.ndarray, known: np.ndarray, names: Sequence[str]) ->
     }
 
 
+def predicted_stages(preds: Predictions, *, temperature: Mapping[str, float] | None = None,
+                     stage_offsets: Sequence[float] | None = None, **_: Any) -> np.ndarray:
+    """[N] predicted stage class index of each photo under a calibration (the keyword
+    arguments of `compute_metrics`; the ones a stage does not depend on are ignored)."""
+    t = float((temperature or {}).get("stage", 1.0))
+    return ordinal_predict(preds.stage_logits / t, stage_offsets)
+
+
 def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | None = None,
                     temperature: Mapping[str, float] | None = None,
                     view_weights: Mapping[str, float] | None = None,
@@ -487,7 +583,7 @@ def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | Non
     t = {"conditions": 1.0, "stage": 1.0, "view": 1.0, **dict(temperature or {})}
     cond_probs = sigmoid(preds.condition_logits / t["conditions"])
     stage_probs = ordinal_probabilities(preds.stage_logits, t["stage"], stage_offsets)
-    stage_pred = ordinal_predict(preds.stage_logits / t["stage"], stage_offsets)
+    stage_pred = predicted_stages(preds, temperature=t, stage_offsets=stage_offsets)
     views = np.where(preds.view >= 0, preds.view, preds.view_logits.argmax(1)) \
         if len(preds) else preds.view
     result = {
@@ -580,4 +676,35 @@ def format_metrics(metrics: Mapping, *, breakdowns: Mapping[str, Mapping] | None
                          f"{_fmt(m['stage']['accuracy'])}  {_fmt(m['stage']['qwk'])}  "
                          f"{_fmt(m['view']['accuracy'])}  {_fmt(m['conditions']['macro_f1'])}  "
                          f"{_fmt(m['zones']['mean_iou'])}")
+    return "\n".join(lines)
+
+
+def format_comparison(result: Mapping[str, Any]) -> str:
+    """A plain-text table of `training.loop.compare_runs`: both runs' headline figures and
+    B - A with its paired interval (for the terminal)."""
+    a, b = result["a"], result["b"]
+    lines = [f"A = {a['model']}", f"B = {b['model']}",
+             f"{result['photos']} photos, {result['persons']} persons"
+             + (f", TTA {result['tta']}" if result.get("tta") else ""), ""]
+    draws = (result["difference"].get("stage") or {}).get("draws")
+    lines.append(f"{'':<20}{'A':>8}{'B':>8}{'B - A':>9}   95 % paired interval   B better in")
+    for head, title in (("stage", "stage"), ("stage_person", "person stage")):
+        diff = result["difference"].get(head) or {}
+        for key, label in (("accuracy", "acc"), ("mae", "MAE"), ("qwk", "QWK")):
+            d = diff.get(key)
+            if d is None:
+                lines.append(f"{title + ' ' + label:<20}{'-':>8}{'-':>8}{'-':>9}")
+                continue
+            lines.append(f"{title + ' ' + label:<20}{d['a']:8.3f}{d['b']:8.3f}"
+                         f"{d['difference']:+9.3f}   [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+                         f"{d['b_better'] * 100:15.0f} %")
+    for key, label in (("view", "view acc"), ("conditions", "conditions F1"),
+                       ("zones", "zone IoU")):
+        field = "macro_f1" if key == "conditions" else "mean_iou" if key == "zones" else "accuracy"
+        va, vb = (a["metrics"].get(key) or {}).get(field), (b["metrics"].get(key) or {}).get(field)
+        if va is not None and vb is not None:
+            lines.append(f"{label:<20}{va:8.3f}{vb:8.3f}{vb - va:+9.3f}   (no interval)")
+    lines += ["", f"Intervals: {draws} draws of the persons, both runs scored on each draw; "
+              "'B better in' is the share of draws in which B scores better (higher acc and "
+              "QWK, lower MAE)."]
     return "\n".join(lines)

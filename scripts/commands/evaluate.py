@@ -16,6 +16,7 @@ examples:
   scalpscan evaluate --model runs/demo --data test.csv --by skin_tone --by hair_colour --by sex
   scalpscan evaluate --model runs/lite0 --data valid.csv --tta --out runs/lite0/eval_valid_tta
   scalpscan evaluate --model runs/lite0 --data valid.csv --tta d4 --out runs/lite0/eval_valid_d4
+  scalpscan evaluate --model runs/lite0 --compare runs/cv5 --data valid.csv   # is cv5 better?
 
 Prints per-condition AP / AUROC / F1 (at the run's calibrated thresholds) and macro
 means, stage accuracy / MAE / quadratic weighted kappa / ECE per photo and per person
@@ -27,6 +28,11 @@ precision-recall, stage confusion, reliability) to --out (default: RUN/eval).
 --tta measures the model as `scalpscan score --tta` runs it: each photo's logits averaged
 with those of its mirror (flip, the default), of its 90-degree turns (rot) or of both (d4),
 mapped back first; the temperatures and thresholds stay the ones fitted without TTA.
+--compare RUN_B evaluates a second run on the same photos and prints B - A for stage
+accuracy, MAE and QWK, per photo and per person, with paired person-bootstrap intervals
+(both runs scored on the same resampled persons, so the interval says whether B is
+better on people like these) and the share of draws in which B is better; it writes
+compare.json to --out (default: RUN/compare).
 Exit code 2 = bad arguments or unreadable model/manifest.
 """
 
@@ -47,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time augmentation, as score --tta: flip (the default: average with "
                              "the mirrored photo), rot (the photo turned by 0/90/180/270 degrees) or "
                              "d4 (the four turns with and without the mirror)")
+    parser.add_argument("--compare", metavar="RUN_B",
+                        help="also evaluate this run on the same photos and report the "
+                             "difference (RUN_B - --model) with paired person-bootstrap intervals")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -73,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--batch-size {args.batch_size}: must be at least 1")
     if args.ci < 0:
         return _fail(f"--ci {args.ci}: must be 0 (no intervals) or a number of draws")
+    if args.compare and not Path(args.compare).exists():
+        return _fail(f"--compare {args.compare}: no such run folder or file")
     run_dir = model if model.is_dir() else model.parent
+    if args.compare:
+        return _compare(args, run_dir)
     out = Path(args.out) if args.out else run_dir / "eval"
     try:
         result = evaluate_run(model, args.data, out_dir=out, by=args.by,
@@ -84,4 +97,27 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     print(format_metrics(result["metrics"], breakdowns=result["by"]))
     print(f"\nwrote {out / 'metrics.json'} and plots in {out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace, run_dir) -> int:
+    from pathlib import Path
+
+    from data.manifest import ManifestError
+    from models.checkpoint import CheckpointError
+    from training.loop import TrainingError, compare_runs
+    from training.metrics import format_comparison
+
+    if args.ci < 1:
+        return _fail(f"--ci {args.ci}: a comparison needs at least one bootstrap draw")
+    out = Path(args.out) if args.out else run_dir / "compare"
+    try:
+        result = compare_runs(args.model, args.compare, args.data, out_dir=out,
+                              batch_size=args.batch_size, device=args.device,
+                              workers=args.workers, progress=not args.no_progress,
+                              tta=args.tta, ci_draws=args.ci)
+    except (CheckpointError, ManifestError, TrainingError) as exc:
+        return _fail(str(exc))
+    print(format_comparison(result))
+    print(f"\nwrote {out / 'compare.json'}")
     return 0
