@@ -426,15 +426,66 @@ def run_cv(args: argparse.Namespace) -> None:
         members.append(_headline(_evaluate(out / f"fold_{fold + 1}", valid, None)))
     ensemble = _headline(_evaluate(out, valid, out / "eval_valid", by=("view",)))
     tta = {mode: _headline(_evaluate(out, valid, None, tta=mode)) for mode in args.tta_modes}
+    paired = {base: _paired(RESULTS / "runs" / base, out, valid) for base in args.pair_with}
     _store(name, {"title": f"{args.folds}-fold cross-validation on Norwood train",
                   "recipe": {**CV_RECIPE, **_overrides(args.set)}, "folds": args.folds,
                   "renders": renders, "render_size": render_size if renders else None,
                   "oof": {**_headline(oof["metrics"]), "persons": oof["persons"]},
                   "per_fold": oof["per_fold"], "members": members, "ensemble": ensemble,
-                  "ensemble_tta": tta, "train_seconds": seconds,
+                  "ensemble_tta": tta, "paired": paired, "train_seconds": seconds,
                   "command": _command(), "machine": _machine(),
                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "run": str(out.relative_to(REPO))})
+
+
+def _paired(base: Path, run: Path, valid: Path) -> dict[str, Any]:
+    """``run`` (B) against the cross-validation ``base`` (A) on the same folds: B - A with
+    paired person-bootstrap intervals, out of fold (every train person, each predicted by
+    the fold model that never saw them; each run's own ensemble calibration) and for the
+    two ensembles on valid."""
+    from training.crossval import CV_FILE, out_of_fold
+    from training.loop import compare_runs
+    from training.metrics import compute_metrics, paired_stage_differences, predicted_stages
+
+    folds = [json.loads((r / CV_FILE).read_text())["subjects"] for r in (base, run)]
+    if folds[0] != folds[1]:
+        raise SystemExit(f"--pair-with {base.name}: its folds are not this run's; pair runs "
+                         "with the same data, fold count and seed")
+    sides = []
+    for folder in (base, run):
+        preds, kwargs = out_of_fold(folder)
+        persons = compute_metrics(preds, **kwargs)["stage_person"]["persons"]
+        sides.append((preds, predicted_stages(preds, **kwargs), persons))
+    (pa, sa, persons_a), (_, sb, persons_b) = sides
+    return {"oof": paired_stage_differences(sa, sb, pa.stage, pa.subjects, persons_a, persons_b,
+                                            draws=1000),
+            "valid": compare_runs(base, run, valid, ci_draws=1000)["difference"]}
+
+
+def _paired_rows(name: str, paired: dict[str, Any]) -> list[str]:
+    """Markdown table of `_paired` results of the stored cv result ``name``."""
+    lines = []
+    for base, diff in paired.items():
+        cells = []
+        for where in ("oof", "valid"):
+            row = []
+            for head in ("stage", "stage_person"):
+                for key in ("accuracy", "mae", "qwk"):
+                    d = (diff[where].get(head) or {}).get(key)
+                    row.append("–" if d is None else
+                               f"{d['difference']:+.3f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}] "
+                               f"{d['b_better'] * 100:.0f} %")
+            cells.append(row)
+        lines += [
+            f"`{name}` against `{base}` (B − A, the same folds): each difference with its "
+            "95 % paired person-bootstrap interval (both runs scored on the same resampled "
+            "persons, 1,000 draws) and the share of draws in which B is better (higher acc "
+            "and QWK, lower MAE).", "",
+            "| | acc | MAE | QWK | person acc | person MAE | person QWK |",
+            "|---|---|---|---|---|---|---|",
+            "| out of fold, every train person | " + " | ".join(cells[0]) + " |",
+            "| valid, the two ensembles | " + " | ".join(cells[1]) + " |", ""]
+    return lines
 
 
 def render_cv_report() -> str:
@@ -491,6 +542,7 @@ def render_cv_report() -> str:
                 f"{view} ({m['stage'].get('n')}) {_f(m['stage'].get('accuracy'))} / "
                 f"{_f(m['stage'].get('mae'))} / {_f(m['stage'].get('qwk'))}"
                 for view, m in by_view.items() if m.get("stage")) + ".", ""]
+        lines += _paired_rows(r["run"].rsplit("/", 1)[-1], r.get("paired") or {})
         spread = r.get("per_fold", {})
         if spread:
             lines += ["Each fold model on its own held-out fold (its own calibration), mean ± "
@@ -1009,6 +1061,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta-modes", nargs="*", default=[], metavar="MODE",
                         choices=list(TTA_MODES),
                         help="cv: also test the ensemble with these TTA modes (flip, rot, d4)")
+    parser.add_argument("--pair-with", nargs="*", default=[], metavar="NAME",
+                        help="cv: also compare with these stored cross-validations on the "
+                             "same folds (e.g. cv5): B - A with paired person-bootstrap "
+                             "intervals, out of fold and on valid")
     parser.add_argument("--notes", type=Path, help="also write the section to this Markdown file")
     parser.add_argument("--replace-section", action="store_true",
                         help="rebuild the training section of BENCHMARKS.md from the stored "

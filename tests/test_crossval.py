@@ -169,6 +169,23 @@ def test_out_of_fold_metrics_cover_every_photo_once(cv_run: Path, manifest: Path
     assert (cv_run / OOF_DIR / "stage_confusion.png").is_file()
 
 
+def test_out_of_fold_outputs_come_back_in_manifest_order(cv_run: Path, manifest: Path,
+                                                          tmp_path: Path) -> None:
+    from training.crossval import out_of_fold
+    from training.metrics import compute_metrics
+
+    preds, kwargs = out_of_fold(cv_run)
+    rows = read_manifest(manifest)
+    assert list(preds.index) == list(range(len(rows)))
+    assert preds.subjects == [r.subject for r in rows]
+    saved = json.loads((cv_run / OOF_DIR / "metrics.json").read_text())["metrics"]
+    again = compute_metrics(preds, **kwargs)
+    for key in ("accuracy", "mae", "qwk"):
+        assert again["stage"][key] == pytest.approx(saved["stage"][key])
+    with pytest.raises(TrainingError, match="not a finished cross-validation"):
+        out_of_fold(tmp_path)
+
+
 def test_the_ensemble_is_the_fold_models_and_is_calibrated(cv_run: Path, manifest: Path) -> None:
     meta = json.loads((cv_run / "model.json").read_text())
     assert meta["architecture"]["name"] == "scalpnet_ensemble"

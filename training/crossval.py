@@ -55,7 +55,7 @@ from .loop import TrainingError
 from .metrics import Predictions, compute_metrics, metrics_by
 from .plots import plot_all
 
-__all__ = ["CV_FILE", "OOF_DIR", "cross_validate", "concat_predictions"]
+__all__ = ["CV_FILE", "OOF_DIR", "cross_validate", "concat_predictions", "out_of_fold"]
 
 #: The cross-validation's own state: folds, data fingerprint, finished folds.
 CV_FILE = "cv.json"
@@ -204,6 +204,42 @@ def _oof_predictions(run_dir: Path, rows: Sequence[Any], assignment: dict[str, i
         models.append(model.cpu())
         metas.append(meta)
     return concat_predictions(parts), models, metas
+
+
+def out_of_fold(run_dir: str | os.PathLike, *, device: str = "cpu"
+                ) -> tuple[Predictions, dict[str, Any]]:
+    """The out-of-fold outputs of a finished cross-validation, for analyses of your own
+    (e.g. `training.metrics.paired_stage_differences` between two runs on the same folds).
+
+    Returns:
+        The raw outputs of every photo of the run's ``data`` from the fold model that never
+        saw its person, in manifest order (``index`` = row), and the `compute_metrics`
+        arguments of the ensemble's calibration (fitted on these outputs).
+
+    Raises:
+        TrainingError: when ``run_dir`` is not a finished cross-validation, or its manifest
+            changed since.
+    """
+    from .config import load_config
+
+    run_dir = Path(run_dir)
+    state_path = run_dir / CV_FILE
+    if not state_path.is_file() or not json.loads(state_path.read_text()).get("finished"):
+        raise TrainingError(f"{run_dir}: not a finished cross-validation (no finished "
+                            f"{CV_FILE}); train it with --folds, or resume it")
+    state = json.loads(state_path.read_text())
+    config = load_config(run_dir / "config.yaml")
+    rows = read_manifest(config.data)
+    if loop.data_fingerprint(rows) != state["data_fingerprint"]:
+        raise TrainingError(f"{config.data}: the manifest changed since {run_dir} was trained")
+    preds, _, _ = _oof_predictions(run_dir, rows, state["subjects"], state["folds"],
+                                   torch.device(device))
+    order = np.argsort(preds.index, kind="stable")  # manifest order, whatever the folds
+    names = [f.name for f in dataclasses.fields(Predictions) if f.name != "subjects"]
+    preds = Predictions(**{name: getattr(preds, name)[order] for name in names},
+                        subjects=[preds.subjects[i] for i in order])
+    meta = json.loads((run_dir / "model.json").read_text())
+    return preds, loop.calibrated(meta, config.stage_view_weights)
 
 
 def _fold_summary(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:
