@@ -124,7 +124,9 @@ SYNTH_RECIPE: dict[str, Any] = {
 
 
 def _command() -> str:
-    return "python -m scripts.bench_train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    """The command that reproduces a result (without flags that only steer the report)."""
+    words = [a for a in sys.argv[1:] if a != "--replace-section"]
+    return "python -m scripts.bench_train " + " ".join(shlex.quote(a) for a in words)
 
 
 def _machine() -> str:
