@@ -507,3 +507,8 @@ def test_compare_runs_scores_two_runs_on_the_same_photos(photos: dict[str, Path]
          str(tmp_path / "nowhere"), "--data", str(data)], cwd=REPO, capture_output=True,
         text=True, timeout=120)
     assert missing.returncode == 2 and "--compare" in missing.stderr and "nowhere" in missing.stderr
+    by = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run_dir), "--compare",
+         str(run_dir), "--data", str(data), "--by", "view"], cwd=REPO, capture_output=True,
+        text=True, timeout=120)
+    assert by.returncode == 2 and "--by" in by.stderr

@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--ci {args.ci}: must be 0 (no intervals) or a number of draws")
     if args.compare and not Path(args.compare).exists():
         return _fail(f"--compare {args.compare}: no such run folder or file")
+    if args.compare and args.by:
+        return _fail("--by breaks down one run's metrics; with --compare, evaluate each run "
+                     "with --by on its own")
     run_dir = model if model.is_dir() else model.parent
     if args.compare:
         return _compare(args, run_dir)
