@@ -447,20 +447,16 @@ def _paired(base: Path, run: Path, valid: Path) -> dict[str, Any]:
     two ensembles on valid."""
     from training.crossval import CV_FILE, out_of_fold
     from training.loop import compare_runs
-    from training.metrics import compute_metrics, paired_stage_differences, predicted_stages
+    from training.metrics import compare_predictions
 
     folds = [json.loads((r / CV_FILE).read_text())["subjects"] for r in (base, run)]
     if folds[0] != folds[1]:
         raise SystemExit(f"--pair-with {base.name}: its folds are not this run's; pair runs "
                          "with the same data, fold count and seed")
-    sides = []
-    for folder in (base, run):
-        preds, kwargs = out_of_fold(folder)
-        persons = compute_metrics(preds, **kwargs)["stage_person"]["persons"]
-        sides.append((preds, predicted_stages(preds, **kwargs), persons))
-    (pa, sa, persons_a), (_, sb, persons_b) = sides
-    return {"oof": paired_stage_differences(sa, sb, pa.stage, pa.subjects, persons_a, persons_b,
-                                            draws=1000),
+    (preds_a, calibration_a), (preds_b, calibration_b) = out_of_fold(base), out_of_fold(run)
+    oof = compare_predictions(preds_a, preds_b, calibration_a=calibration_a,
+                              calibration_b=calibration_b, draws=1000)
+    return {"oof": oof["difference"],
             "valid": compare_runs(base, run, valid, ci_draws=1000)["difference"]}
 
 

@@ -234,10 +234,7 @@ def out_of_fold(run_dir: str | os.PathLike, *, device: str = "cpu"
         raise TrainingError(f"{config.data}: the manifest changed since {run_dir} was trained")
     preds, _, _ = _oof_predictions(run_dir, rows, state["subjects"], state["folds"],
                                    torch.device(device))
-    order = np.argsort(preds.index, kind="stable")  # manifest order, whatever the folds
-    names = [f.name for f in dataclasses.fields(Predictions) if f.name != "subjects"]
-    preds = Predictions(**{name: getattr(preds, name)[order] for name in names},
-                        subjects=[preds.subjects[i] for i in order])
+    preds = preds.take(np.argsort(preds.index, kind="stable"))  # manifest order
     meta = json.loads((run_dir / "model.json").read_text())
     return preds, loop.calibrated(meta, config.stage_view_weights)
 

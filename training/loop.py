@@ -55,13 +55,7 @@ from .config import (
     transform_kwargs,
 )
 from .losses import MultiTaskLoss, compute_pos_weight
-from .metrics import (
-    Predictions,
-    compute_metrics,
-    mask_counts,
-    paired_stage_differences,
-    predicted_stages,
-)
+from .metrics import Predictions, compare_predictions, compute_metrics, mask_counts
 from .metrics import metrics_by as compute_by
 from .plots import plot_all
 
@@ -1216,26 +1210,27 @@ def compare_runs(model_a: str | os.PathLike, model_b: str | os.PathLike,
     Returns:
         ``{"a": {"model", "metrics"}, "b": {...}, "difference": {"stage": ...,
         "stage_person": ...}, "photos", "persons", "data", "tta", "created"}``.
+
+    Raises:
+        ValueError: for an unknown ``tta`` mode or ``ci_draws`` < 1.
+        TrainingError: for an empty manifest.
+        CheckpointError: for a run folder that does not hold a model.
     """
     tta = tta_mode(tta)
     if ci_draws < 1:
         raise ValueError(f"ci_draws={ci_draws}: a comparison needs at least one draw")
     rows = _rows_to_evaluate(manifest)
-    sides: dict[str, dict[str, Any]] = {}
-    outputs = {}
-    for side, path in (("a", model_a), ("b", model_b)):
-        preds, _, kwargs = _run_outputs(path, rows, batch_size=batch_size, device=device,
-                                        workers=workers, progress=progress, tta=tta)
-        metrics = compute_metrics(preds, **kwargs)
-        outputs[side] = (preds, predicted_stages(preds, **kwargs),
-                         (metrics.get("stage_person") or {}).pop("persons", None))
-        sides[side] = {"model": str(path), "metrics": metrics}
-    (preds_a, stage_a, persons_a), (preds_b, stage_b, persons_b) = outputs["a"], outputs["b"]
-    if not np.array_equal(preds_a.index, preds_b.index):
-        raise TrainingError(f"{manifest}: the two runs read different photos")
-    difference = paired_stage_differences(stage_a, stage_b, preds_a.stage, preds_a.subjects,
-                                          persons_a, persons_b, draws=ci_draws)
-    result = {**sides, "difference": difference, "photos": len(preds_a),
+    outputs = [_run_outputs(path, rows, batch_size=batch_size, device=device, workers=workers,
+                            progress=progress, tta=tta) for path in (model_a, model_b)]
+    (preds_a, _, calibration_a), (preds_b, _, calibration_b) = outputs
+    try:
+        compared = compare_predictions(preds_a, preds_b, calibration_a=calibration_a,
+                                       calibration_b=calibration_b, draws=ci_draws)
+    except ValueError as exc:
+        raise TrainingError(f"{manifest}: {exc}") from None
+    sides = {side: {"model": str(path), "metrics": compared[side]}
+             for side, path in (("a", model_a), ("b", model_b))}
+    result = {**sides, "difference": compared["difference"], "photos": len(preds_a),
               "persons": len(set(preds_a.subjects)),
               "data": {"manifest": str(manifest), "rows": len(rows),
                        "fingerprint": data_fingerprint(rows)},

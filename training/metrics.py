@@ -39,6 +39,7 @@ __all__ = [
     "condition_metrics",
     "stage_metrics",
     "paired_stage_differences",
+    "compare_predictions",
     "predicted_stages",
     "person_stage",
     "stage_confidence_intervals",
@@ -93,10 +94,14 @@ class Predictions:
 
     def subset(self, mask: np.ndarray) -> Predictions:
         """The photos where ``mask`` is True."""
-        mask = np.asarray(mask, dtype=bool)
-        subjects = [s for s, m in zip(self.subjects, mask) if m] if self.subjects else []
+        return self.take(np.flatnonzero(np.asarray(mask, dtype=bool)))
+
+    def take(self, positions: np.ndarray) -> Predictions:
+        """The photos at ``positions`` (0-based, into these arrays), in that order."""
+        positions = np.asarray(positions, dtype=int)
+        subjects = [self.subjects[i] for i in positions] if self.subjects else []
         arrays = {
-            name: getattr(self, name)[mask]
+            name: getattr(self, name)[positions]
             for name in self.__dataclass_fields__
             if name != "subjects"
         }
@@ -500,6 +505,39 @@ def paired_stage_differences(pred_a: np.ndarray, pred_b: np.ndarray, true: np.nd
 
     return {"stage": differences(photo[0], photo[1]),
             "stage_person": differences(person[0], person[1])}
+
+
+def compare_predictions(preds_a: Predictions, preds_b: Predictions, *,
+                        calibration_a: Mapping[str, Any] | None = None,
+                        calibration_b: Mapping[str, Any] | None = None,
+                        draws: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Two models' outputs on the same photos, each under its own calibration: both
+    models' metrics and B - A for the stage (`paired_stage_differences`).
+
+    Args:
+        preds_a, preds_b: outputs on the same photos in the same order (same ``index``).
+        calibration_a, calibration_b: `compute_metrics` keyword arguments of each model.
+        draws, seed: paired person-bootstrap draws and their seed.
+
+    Returns:
+        ``{"a": metrics, "b": metrics, "difference": {"stage": ..., "stage_person": ...}}``.
+
+    Raises:
+        ValueError: when the two hold different photos.
+    """
+    if not np.array_equal(preds_a.index, preds_b.index):
+        raise ValueError("the two sets of outputs hold different photos (or another order)")
+    metrics, stages, persons = [], [], []
+    for preds, calibration in ((preds_a, calibration_a), (preds_b, calibration_b)):
+        calibration = dict(calibration or {})
+        result = compute_metrics(preds, **calibration)
+        persons.append((result.get("stage_person") or {}).pop("persons", None))
+        stages.append(predicted_stages(preds, **calibration))
+        metrics.append(result)
+    difference = paired_stage_differences(stages[0], stages[1], preds_a.stage,
+                                          preds_a.subjects, persons[0], persons[1],
+                                          draws=draws, seed=seed)
+    return {"a": metrics[0], "b": metrics[1], "difference": difference}
 
 
 def view_metrics(logits: np.ndarray, true: np.ndarray) -> dict:
