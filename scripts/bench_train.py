@@ -510,6 +510,8 @@ def render_cv_report() -> str:
             f"{rec['epochs']} epochs per fold, "
             + (f"{r['renders']} renders ({r['render_size']} px) in every fold's training photos"
                if r.get("renders") else "no renders")
+            + "".join(f", {k}={v}" for k, v in rec.items()
+                      if k not in ("image_size", "epochs") and CV_RECIPE.get(k) != v)
             + f"; {r['train_seconds'] / 60:.0f} min "
             f"for all {r['folds']} folds on {r['machine']}. Command: `{r['command']}`.", "",
             header, "|---|---|---|---|---|---|---|---|---|---|---|---|",
