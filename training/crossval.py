@@ -40,12 +40,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.dataset import ScalpDataset
 from data.files import write_text_atomic
 from data.manifest import read_manifest, write_manifest
 from data.splits import fold_subjects
-from data.transforms import build_transforms
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import save_checkpoint
 from models.network import ensemble_of
 
 from . import loop
@@ -190,15 +188,9 @@ def _oof_predictions(run_dir: Path, rows: Sequence[Any], assignment: dict[str, i
     the photo's row in ``rows`` (the whole manifest)."""
     parts, models, metas = [], [], []
     for fold in range(folds):
-        model, meta = load_checkpoint(_fold_dir(run_dir, fold), map_location=device)
         where = np.array([i for i, r in enumerate(rows) if assignment[r.subject] == fold])
-        held_out = [rows[i] for i in where]
-        transform = build_transforms(int(meta["input_size"]), meta["mean"], meta["std"],
-                                     train=False)
-        loader = loop.make_loader(ScalpDataset(held_out, transform=transform), batch_size=32,
-                             train=False, seed=0, device=device)
-        _, preds = loop.evaluate(model, loader, None, device=device,
-                            subjects=[r.subject for r in held_out])
+        preds, model, meta = loop.run_outputs(_fold_dir(run_dir, fold), [rows[i] for i in where],
+                                              device=device)
         preds.index = where[preds.index]
         parts.append(preds)
         models.append(model.cpu())
@@ -209,7 +201,7 @@ def _oof_predictions(run_dir: Path, rows: Sequence[Any], assignment: dict[str, i
 def out_of_fold(run_dir: str | os.PathLike, *, device: str = "cpu"
                 ) -> tuple[Predictions, dict[str, Any]]:
     """The out-of-fold outputs of a finished cross-validation, for analyses of your own
-    (e.g. `training.metrics.paired_stage_differences` between two runs on the same folds).
+    (e.g. `training.metrics.compare_predictions` between two runs on the same folds).
 
     Returns:
         The raw outputs of every photo of the run's ``data`` from the fold model that never
@@ -224,10 +216,10 @@ def out_of_fold(run_dir: str | os.PathLike, *, device: str = "cpu"
 
     run_dir = Path(run_dir)
     state_path = run_dir / CV_FILE
-    if not state_path.is_file() or not json.loads(state_path.read_text()).get("finished"):
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if not state.get("finished"):
         raise TrainingError(f"{run_dir}: not a finished cross-validation (no finished "
                             f"{CV_FILE}); train it with --folds, or resume it")
-    state = json.loads(state_path.read_text())
     config = load_config(run_dir / "config.yaml")
     rows = read_manifest(config.data)
     if loop.data_fingerprint(rows) != state["data_fingerprint"]:
@@ -235,8 +227,7 @@ def out_of_fold(run_dir: str | os.PathLike, *, device: str = "cpu"
     preds, _, _ = _oof_predictions(run_dir, rows, state["subjects"], state["folds"],
                                    torch.device(device))
     preds = preds.take(np.argsort(preds.index, kind="stable"))  # manifest order
-    meta = json.loads((run_dir / "model.json").read_text())
-    return preds, loop.calibrated(meta, config.stage_view_weights)
+    return preds, loop.run_calibration(json.loads((run_dir / "model.json").read_text()))
 
 
 def _fold_summary(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:

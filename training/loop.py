@@ -75,6 +75,8 @@ __all__ = [
     "save_resume_state",
     "load_resume_state",
     "calibrated",
+    "run_calibration",
+    "run_outputs",
     "claim_run_folder",
     "fit",
     "recalibrate_run",
@@ -1103,11 +1105,11 @@ def _rows_to_evaluate(manifest: str | os.PathLike) -> list[Any]:
     return rows
 
 
-def _run_outputs(model_path: str | os.PathLike, rows: Sequence[Any], *, batch_size: int,
-                 device: str, workers: int, progress: bool, tta: str | None
-                 ) -> tuple[Predictions, dict[str, Any], dict[str, Any]]:
-    """A run's raw outputs on ``rows`` (its own input size and normalisation), its
-    ``model.json`` and the `compute_metrics` arguments of its calibration."""
+def run_outputs(model_path: str | os.PathLike, rows: Sequence[Any], *, batch_size: int = 32,
+                device: str | torch.device = "cpu", workers: int = 0, progress: bool = False,
+                tta: str | None = None) -> tuple[Predictions, nn.Module, dict[str, Any]]:
+    """A trained run's raw outputs on manifest ``rows`` (with its own input size and
+    normalisation), the loaded network and its ``model.json``."""
     from data.dataset import ScalpDataset
     from data.transforms import build_transforms
 
@@ -1118,7 +1120,12 @@ def _run_outputs(model_path: str | os.PathLike, rows: Sequence[Any], *, batch_si
                          train=False, seed=0, workers=workers, device=torch_device)
     _, preds = evaluate(model, loader, None, device=torch_device,
                         subjects=[r.subject for r in rows], progress=progress, tta=tta)
-    return preds, meta, calibrated(meta, (meta.get("config") or {}).get("stage_view_weights"))
+    return preds, model, meta
+
+
+def run_calibration(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """`compute_metrics` keyword arguments of a run's stored calibration (its ``model.json``)."""
+    return calibrated(meta, (meta.get("config") or {}).get("stage_view_weights"))
 
 
 def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
@@ -1156,8 +1163,9 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
     rows = _rows_to_evaluate(manifest)
     columns = ["view", *[c for c in by if c != "view"]]
     groups = {column: _column_values(rows, column) for column in columns}
-    preds, meta, kwargs = _run_outputs(model_path, rows, batch_size=batch_size, device=device,
-                                       workers=workers, progress=progress, tta=tta)
+    preds, _, meta = run_outputs(model_path, rows, batch_size=batch_size, device=device,
+                                 workers=workers, progress=progress, tta=tta)
+    kwargs = run_calibration(meta)
     metrics = compute_metrics(preds, **kwargs, ci_draws=ci_draws)
     breakdowns = {
         column: compute_by(preds, column, [values[i] for i in preds.index], **kwargs)
@@ -1220,12 +1228,12 @@ def compare_runs(model_a: str | os.PathLike, model_b: str | os.PathLike,
     if ci_draws < 1:
         raise ValueError(f"ci_draws={ci_draws}: a comparison needs at least one draw")
     rows = _rows_to_evaluate(manifest)
-    outputs = [_run_outputs(path, rows, batch_size=batch_size, device=device, workers=workers,
-                            progress=progress, tta=tta) for path in (model_a, model_b)]
-    (preds_a, _, calibration_a), (preds_b, _, calibration_b) = outputs
+    outputs = [run_outputs(path, rows, batch_size=batch_size, device=device, workers=workers,
+                           progress=progress, tta=tta) for path in (model_a, model_b)]
+    (preds_a, _, meta_a), (preds_b, _, meta_b) = outputs
     try:
-        compared = compare_predictions(preds_a, preds_b, calibration_a=calibration_a,
-                                       calibration_b=calibration_b, draws=ci_draws)
+        compared = compare_predictions(preds_a, preds_b, calibration_a=run_calibration(meta_a),
+                                       calibration_b=run_calibration(meta_b), draws=ci_draws)
     except ValueError as exc:
         raise TrainingError(f"{manifest}: {exc}") from None
     sides = {side: {"model": str(path), "metrics": compared[side]}

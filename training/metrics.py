@@ -460,8 +460,9 @@ def paired_stage_differences(pred_a: np.ndarray, pred_b: np.ndarray, true: np.nd
 
     Each draw resamples persons once and scores both models on the same draw, so what the
     two share (which persons happen to be easy) cancels out: the interval of a difference
-    is far narrower than the two models' own intervals side by side, and it is the one
-    that says whether B is better on people like these.
+    is narrower than the two models' own intervals side by side, the more so the more the
+    two err on the same persons, and it is the one that says whether B is better on
+    people like these.
 
     Args:
         pred_a, pred_b: [N] predicted class index per photo, same photos in the same order.
@@ -736,10 +737,11 @@ def format_comparison(result: Mapping[str, Any]) -> str:
             lines.append(f"{title + ' ' + label:<20}{d['a']:8.3f}{d['b']:8.3f}"
                          f"{d['difference']:+9.3f}   [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
                          f"{d['b_better'] * 100:15.0f} %")
-    for key, label in (("view", "view acc"), ("conditions", "conditions F1"),
-                       ("zones", "zone IoU")):
-        field = "macro_f1" if key == "conditions" else "mean_iou" if key == "zones" else "accuracy"
-        va, vb = (a["metrics"].get(key) or {}).get(field), (b["metrics"].get(key) or {}).get(field)
+    for head, figure, label in (("view", "accuracy", "view acc"),
+                                ("conditions", "macro_f1", "conditions F1"),
+                                ("zones", "mean_iou", "zone IoU")):
+        va = (a["metrics"].get(head) or {}).get(figure)
+        vb = (b["metrics"].get(head) or {}).get(figure)
         if va is not None and vb is not None:
             lines.append(f"{label:<20}{va:8.3f}{vb:8.3f}{vb - va:+9.3f}   (no interval)")
     lines += ["", f"Intervals: {draws} draws of the persons, both runs scored on each draw; "
