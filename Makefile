@@ -37,8 +37,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
 bench: $(STAMP)
-	$(BIN)/python -m scripts.bench_synth
-	$(BIN)/python -m scripts.bench_score
+	$(BIN)/python -m scalpscan.scripts.bench_synth
+	$(BIN)/python -m scalpscan.scripts.bench_score
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

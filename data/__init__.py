@@ -3,6 +3,6 @@
 This package imports no model code.
 """
 
-from data.vocab import CONDITIONS, MANIFEST_COLUMNS, STAGES, VIEWS, ZONES
+from scalpscan.data.vocab import CONDITIONS, MANIFEST_COLUMNS, STAGES, VIEWS, ZONES
 
 __all__ = ["CONDITIONS", "STAGES", "VIEWS", "ZONES", "MANIFEST_COLUMNS"]

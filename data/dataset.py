@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
-from data.decode import ImageDecodeError, load_image
-from data.manifest import ManifestRow, read_manifest
-from data.transforms import ScalpTransform
-from data.vocab import CONDITIONS, VIEWS, ZONES, stage_to_index
+from scalpscan.data.decode import ImageDecodeError, load_image
+from scalpscan.data.manifest import ManifestRow, read_manifest
+from scalpscan.data.transforms import ScalpTransform
+from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES, stage_to_index
 
 __all__ = ["ScalpDataset", "load_mask", "unpack_bits"]
 

@@ -17,8 +17,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from data.decode import ImageDecodeError, load_image
-from data.manifest import ManifestRow
+from scalpscan.data.decode import ImageDecodeError, load_image
+from scalpscan.data.manifest import ManifestRow
 
 __all__ = [
     "DEFAULT_THRESHOLD",

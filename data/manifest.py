@@ -17,9 +17,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from data.decode import ImageDecodeError, image_size
-from data.files import atomic_write
-from data.vocab import CONDITIONS, MANIFEST_COLUMNS, STAGES, VIEWS
+from scalpscan.data.decode import ImageDecodeError, image_size
+from scalpscan.data.files import atomic_write
+from scalpscan.data.vocab import CONDITIONS, MANIFEST_COLUMNS, STAGES, VIEWS
 
 __all__ = ["ManifestRow", "ManifestError", "read_manifest", "write_manifest", "write_csv_atomic"]
 

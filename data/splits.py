@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from data.manifest import ManifestRow
-from data.vocab import CONDITIONS
+from scalpscan.data.manifest import ManifestRow
+from scalpscan.data.vocab import CONDITIONS
 
 __all__ = ["SPLIT_NAMES", "parse_ratios", "split_rows", "fold_subjects", "shared_subjects"]
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-from data.vocab import zone_bit
+from scalpscan.data.vocab import zone_bit
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ScalpTransform", "build_transforms", "hflip_sample"]
 

@@ -2,7 +2,7 @@
 
 What a script may use::
 
-    from inference import Predictor, Intake, assess
+    from scalpscan.inference import Predictor, Intake, assess
 
 Names are loaded on first use, so ``import inference.rules`` (the pure rules engine)
 never imports torch.
@@ -15,14 +15,14 @@ from typing import Any
 
 # Public name -> module that defines it.
 _EXPORTS: dict[str, str] = {
-    "Predictor": "inference.predictor",
-    "Prediction": "inference.predictor",
-    "Intake": "inference.intake",
-    "read_intake": "inference.intake",
-    "assess": "inference.rules.engine",
-    "Assessment": "inference.rules.engine",
-    "load_rules": "inference.rules.engine",
-    "write_reports": "inference.report.render",
+    "Predictor": "scalpscan.inference.predictor",
+    "Prediction": "scalpscan.inference.predictor",
+    "Intake": "scalpscan.inference.intake",
+    "read_intake": "scalpscan.inference.intake",
+    "assess": "scalpscan.inference.rules.engine",
+    "Assessment": "scalpscan.inference.rules.engine",
+    "load_rules": "scalpscan.inference.rules.engine",
+    "write_reports": "scalpscan.inference.report.render",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from data.vocab import CONDITIONS, STAGES, TTA_MODES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES
+from scalpscan.data.vocab import CONDITIONS, STAGES, TTA_MODES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES
 
 __all__ = [
     "MIN_ZONE_FRACTION",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from data.files import atomic_write
+from scalpscan.data.files import atomic_write
 
 __all__ = ["META_KEY", "ID_KEY", "OUTPUT_NAMES", "ExportError", "export_onnx", "load_onnx"]
 
@@ -75,8 +75,8 @@ def export_onnx(
     import onnx
     import torch
 
-    from inference.predictor import model_id
-    from models.checkpoint import load_checkpoint
+    from scalpscan.inference.predictor import model_id
+    from scalpscan.models.checkpoint import load_checkpoint
 
     model_path = Path(model_path)
     model, meta = load_checkpoint(model_path, map_location="cpu")

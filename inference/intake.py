@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from data.vocab import SEXES
+from scalpscan.data.vocab import SEXES
 
 __all__ = [
     "INTAKE_COLUMNS",

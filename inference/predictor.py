@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from data.vocab import CONDITIONS, VIEWS, ZONES, tta_mode
-from inference.decoding import Geometry, decode_outputs, merge_outputs, tta_passes
-from inference.quality import WORK_SIDE, QualityThresholds, check_quality
+from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES, tta_mode
+from scalpscan.inference.decoding import Geometry, decode_outputs, merge_outputs, tta_passes
+from scalpscan.inference.quality import WORK_SIDE, QualityThresholds, check_quality
 
 __all__ = ["Predictor", "Prediction", "model_id", "ROW_FIELDS"]
 
@@ -145,7 +145,7 @@ class _EvalTransform:
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
         if self._transform is None:
-            from data.transforms import build_transforms
+            from scalpscan.data.transforms import build_transforms
 
             self._transform = build_transforms(self.input_size, self.mean, self.std, train=False)
         height, width = image.shape[:2]
@@ -194,7 +194,7 @@ class _PhotoPreparer:
 
     def __call__(self, source: Any) -> dict[str, Any]:
         """``{"status", "error", "width", "height", "quality", "array", "geometry"}`` for one photo."""
-        from data.decode import ImageDecodeError, image_size, load_image
+        from scalpscan.data.decode import ImageDecodeError, image_size, load_image
 
         item: dict[str, Any] = {"status": "ok", "error": None, "width": None, "height": None, "quality": None,
                                 "array": None, "geometry": None}
@@ -339,12 +339,12 @@ class Predictor:
         if path.is_dir() and not (path / "model.safetensors").exists() and (path / "model.onnx").exists():
             onnx_file = path / "model.onnx"
         if onnx_file is not None:
-            from inference.export import load_onnx
+            from scalpscan.inference.export import load_onnx
 
             session, meta, backend, name = load_onnx(onnx_file, device=device)
             return cls(session, meta, backend, model_name=name, tta=tta, quality=quality, rules=rules, device=device)
 
-        from models.checkpoint import load_checkpoint
+        from scalpscan.models.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(path, map_location="cpu")
         model.eval().to(device)
@@ -361,7 +361,7 @@ class Predictor:
     def rules(self) -> Any:
         """The candidacy rules rows are assessed with (loaded on first use)."""
         if self._rules is None:
-            from inference.rules.engine import load_rules
+            from scalpscan.inference.rules.engine import load_rules
 
             self._rules = load_rules()
         return self._rules
@@ -430,7 +430,7 @@ class Predictor:
 
     def assess_photo(self, prediction: Prediction, intake: Any = None) -> dict[str, Any]:
         """Photo-level assessment: ``assess([row], intake)`` with this predictor's rules."""
-        from inference.rules.engine import assess
+        from scalpscan.inference.rules.engine import assess
 
         return assess([prediction.to_row()], intake, rules=self.rules).to_dict()
 
@@ -490,6 +490,6 @@ class Predictor:
             workers: decoding worker processes (0 decodes in this process).
             intakes: ``Intake`` per subject, for the photo-level assessments.
         """
-        from inference.score import jobs_from_paths, score_jobs
+        from scalpscan.inference.score import jobs_from_paths, score_jobs
 
         yield from score_jobs(self, jobs_from_paths(paths), batch_size=batch_size, workers=workers, intakes=intakes)

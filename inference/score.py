@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from data.decode import IMAGE_EXTENSIONS
-from data.files import atomic_write
-from data.vocab import CONDITIONS, VIEWS, ZONES
-from inference.decoding import decode_outputs, mask_images
+from scalpscan.data.decode import IMAGE_EXTENSIONS
+from scalpscan.data.files import atomic_write
+from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
+from scalpscan.inference.decoding import decode_outputs, mask_images
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -126,7 +126,7 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 
 def _manifest_jobs(path: Path) -> Iterator[PhotoJob]:
-    from data.manifest import ManifestError, read_manifest
+    from scalpscan.data.manifest import ManifestError, read_manifest
 
     try:
         rows = read_manifest(path, check_files=False)
@@ -705,7 +705,7 @@ def run_score(
 def _write_reports(
     out: Path, fmt: str, jobs: Sequence[PhotoJob], report_dir: str | Path, intakes: Any, predictor: Any
 ) -> Path:
-    from inference.report.render import write_reports
+    from scalpscan.inference.report.render import write_reports
 
     wanted = {job.image for job in jobs}
     if fmt == "jsonl":

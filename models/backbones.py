@@ -23,7 +23,7 @@ import torch
 import torchvision
 from torch import nn
 
-from models.registry import Registry
+from scalpscan.models.registry import Registry
 
 __all__ = [
     "BACKBONES",

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from data.files import atomic_write, write_text_atomic
-from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
-from models.network import MODELS, create_model
-from models.pretrained import state_dict_problems
-from models.registry import UnknownNameError
+from scalpscan.data.files import atomic_write, write_text_atomic
+from scalpscan.data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from scalpscan.models.network import MODELS, create_model
+from scalpscan.models.pretrained import state_dict_problems
+from scalpscan.models.registry import UnknownNameError
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "inference_meta", "load_checkpoint", "save_checkpoint",
            "write_safetensors"]

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
-from models.backbones import create_backbone
-from models.heads import ClassifierHead, DenseHead, FPNDecoder, OrdinalHead
-from models.pretrained import load_backbone_weights
-from models.registry import Registry
+from scalpscan.data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from scalpscan.models.backbones import create_backbone
+from scalpscan.models.heads import ClassifierHead, DenseHead, FPNDecoder, OrdinalHead
+from scalpscan.models.pretrained import load_backbone_weights
+from scalpscan.models.registry import Registry
 
 __all__ = ["MODELS", "ScalpEnsemble", "ScalpNet", "create_model", "ensemble_of", "list_models"]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from models.backbones import LITE_VARIANTS, Backbone, EfficientNetLite, TorchvisionBackbone
+from scalpscan.models.backbones import LITE_VARIANTS, Backbone, EfficientNetLite, TorchvisionBackbone
 
 __all__ = [
     "state_dict_problems",

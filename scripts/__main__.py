@@ -1,5 +1,5 @@
 import sys
 
-from scripts.cli import main
+from scalpscan.scripts.cli import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """Benchmark `scalpscan score`: pipeline vs bare forward, ONNX Runtime vs eager, memory.
 
-    python -m scripts.bench_score                 # everything (several minutes on 2 cores)
-    python -m scripts.bench_score --quick         # smaller counts, for a smoke run
+    python -m scalpscan.scripts.bench_score                 # everything (several minutes on 2 cores)
+    python -m scalpscan.scripts.bench_score --quick         # smaller counts, for a smoke run
 
 Measures, in one run on this machine:
 
@@ -55,7 +55,7 @@ def _photos(folder: Path, count: int, width: int, height: int) -> None:
 def _make_run(folder: Path, backbone: str, side: int) -> Path:
     import torch
 
-    from models import create_model, inference_meta, save_checkpoint
+    from scalpscan.models import create_model, inference_meta, save_checkpoint
 
     torch.manual_seed(0)
     model = create_model("scalpnet", backbone=backbone, image_size=side)
@@ -90,7 +90,7 @@ def _pipeline(
     spent in the forward pass over the wall time, from the second batch to the last:
     1.0 means the model never waited for photos, whatever else runs on the machine.
     """
-    from inference.score import ResultsFile, discover_inputs, score_jobs
+    from scalpscan.inference.score import ResultsFile, discover_inputs, score_jobs
 
     forward, spent = predictor.forward, []
 
@@ -158,7 +158,7 @@ def _tree_pss_kib(pid: int) -> int:
 def _peak_memory(run: Path, photos: Path, out: Path, workers: int) -> tuple[float, float, float]:
     """(peak PSS of the process tree, peak RSS of the main process, in MiB; seconds) scoring a folder."""
     out.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "scripts.cli", "score", str(photos), "--model", str(run), "--out", str(out),
+    argv = [sys.executable, "-m", "scalpscan.scripts.cli", "score", str(photos), "--model", str(run), "--out", str(out),
             "--workers", str(workers), "--batch-size", "32", "--no-progress"]
     start = time.perf_counter()
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -184,7 +184,7 @@ def _write_section(text: str, path: Path) -> None:
         end = old.find(END_MARKER, start)
         stop = end + len(END_MARKER) if end >= 0 else len(old)
         new = old[:start] + block + old[stop:].lstrip("\n")
-    from data.files import write_text_atomic
+    from scalpscan.data.files import write_text_atomic
 
     write_text_atomic(path, new)
 
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from inference.export import export_onnx
-    from inference.predictor import Predictor
+    from scalpscan.inference.export import export_onnx
+    from scalpscan.inference.predictor import Predictor
 
     torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_score_"))
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memory, {count} photos: peak {tree:.0f} MiB PSS (process + workers), main process {main_rss:.0f} MiB RSS, "
               f"{seconds:.0f} s")
 
-    command = "python -m scripts.bench_score" + (" --quick" if args.quick else "")
+    command = "python -m scalpscan.scripts.bench_score" + (" --quick" if args.quick else "")
     lines.append("## Scoring (`scalpscan score`)\n")
     load_after = os.getloadavg()[0]
     lines.append(f"Machine: {machine}; load average {load_before:.1f} at the start, {load_after:.1f} at the end "

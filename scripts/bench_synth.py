@@ -4,8 +4,8 @@ Renders a data set with one worker and with two (files, masks and manifest inclu
 contact sheet left out), prints the figures and replaces its own section of BENCHMARKS.md,
 between ``<!-- bench_synth -->`` and ``<!-- /bench_synth -->`` (appended when missing).
 
-    python -m scripts.bench_synth                 # 300 photos per run, writes BENCHMARKS.md
-    python -m scripts.bench_synth --n 100 --no-write
+    python -m scalpscan.scripts.bench_synth                 # 300 photos per run, writes BENCHMARKS.md
+    python -m scalpscan.scripts.bench_synth --n 100 --no-write
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def measure(n: int, size: int, workers: int, seed: int = 0) -> tuple[float, floa
         (wall-clock seconds, CPU seconds of this process and its workers). On a shared
         machine the CPU seconds give the per-core rate that other loads do not distort.
     """
-    from data.synth.dataset import SynthOptions, synthesize
+    from scalpscan.data.synth.dataset import SynthOptions, synthesize
 
     with tempfile.TemporaryDirectory(prefix="bench_synth_") as tmp:
         start, cpu = time.perf_counter(), _cpu_seconds()
@@ -78,7 +78,7 @@ def update_benchmarks(path: Path, section: str) -> None:
         text = pattern.sub(lambda _: section, text)
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    from data.files import write_text_atomic
+    from scalpscan.data.files import write_text_atomic
 
     write_text_atomic(path, text)
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             f"workers={workers}: {args.n} photos in {wall:.2f} s wall = {args.n / wall:.1f} photos/s; "
             f"{cpu:.2f} CPU s = {args.n / cpu:.1f} photos per CPU-second (per core)"
         )
-    command = "python -m scripts.bench_synth " + " ".join(
+    command = "python -m scalpscan.scripts.bench_synth " + " ".join(
         [f"--n {args.n}", f"--size {args.size}", "--workers " + " ".join(map(str, args.workers))]
     )
     section = markdown_section(results, args.size, machine, command)

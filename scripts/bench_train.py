@@ -9,13 +9,13 @@ each line.
 
 Examples::
 
-    python -m scripts.bench_train real          # Norwood, persons never seen (efficientnet_lite0)
-    python -m scripts.bench_train mixed         # the same recipe, persons mixed across splits
-    python -m scripts.bench_train synth         # 4,000 renders -> 1,000 renders of other seeds
-    python -m scripts.bench_train synth2real    # renders alone -> real valid; renders+real -> valid
-    python -m scripts.bench_train throughput    # photos/s: training step vs bare forward+backward
-    python -m scripts.bench_train reeval        # stored real/mixed runs again: current metrics + flip TTA
-    python -m scripts.bench_train cv            # 5-fold CV on Norwood train: out-of-fold + ensemble -> valid
+    python -m scalpscan.scripts.bench_train real          # Norwood, persons never seen (efficientnet_lite0)
+    python -m scalpscan.scripts.bench_train mixed         # the same recipe, persons mixed across splits
+    python -m scalpscan.scripts.bench_train synth         # 4,000 renders -> 1,000 renders of other seeds
+    python -m scalpscan.scripts.bench_train synth2real    # renders alone -> real valid; renders+real -> valid
+    python -m scalpscan.scripts.bench_train throughput    # photos/s: training step vs bare forward+backward
+    python -m scalpscan.scripts.bench_train reeval        # stored real/mixed runs again: current metrics + flip TTA
+    python -m scalpscan.scripts.bench_train cv            # 5-fold CV on Norwood train: out-of-fold + ensemble -> valid
 
 The real data is read from ``local/norwood/{train,valid}/manifest.csv`` (written by
 ``scalpscan import``); photos are pre-resized once into ``local/cache/`` so that CPU
@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from data.vocab import TTA_MODES
+from scalpscan.data.vocab import TTA_MODES
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "local"
@@ -126,7 +126,7 @@ SYNTH_RECIPE: dict[str, Any] = {
 def _command() -> str:
     """The command that reproduces a result (without flags that only steer the report)."""
     words = [a for a in sys.argv[1:] if a != "--replace-section"]
-    return "python -m scripts.bench_train " + " ".join(shlex.quote(a) for a in words)
+    return "python -m scalpscan.scripts.bench_train " + " ".join(shlex.quote(a) for a in words)
 
 
 def _machine() -> str:
@@ -147,9 +147,9 @@ def cache_resized(manifest: Path, side: int, out_dir: Path) -> Path:
     """
     from PIL import Image
 
-    from data.decode import load_image
-    from data.files import atomic_write
-    from data.manifest import read_manifest, write_manifest
+    from scalpscan.data.decode import load_image
+    from scalpscan.data.files import atomic_write
+    from scalpscan.data.manifest import read_manifest, write_manifest
 
     out_manifest = out_dir / "manifest.csv"
     if out_manifest.is_file():
@@ -207,14 +207,14 @@ def _render(out: Path, n: int, seed: int, size: int) -> Path:
     out = out.with_name(f"{out.name}_r{_renderer_version()}")
     manifest = out / "manifest.csv"
     if not manifest.is_file():
-        subprocess.run([sys.executable, "-m", "scripts.cli", "synth", str(out), "--n", str(n),
+        subprocess.run([sys.executable, "-m", "scalpscan.scripts.cli", "synth", str(out), "--n", str(n),
                         "--seed", str(seed), "--size", str(size), "--contact-sheet", "0",
                         "--workers", "2"], cwd=REPO, check=True)
     return manifest
 
 
 def _write_rows(rows: list, path: Path) -> Path:
-    from data.manifest import write_manifest
+    from scalpscan.data.manifest import write_manifest
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(rows, path)
@@ -227,7 +227,7 @@ def _write_rows(rows: list, path: Path) -> Path:
 def _recipe_config(recipe: dict[str, Any], overrides: list[str], **values: Any) -> Any:
     """A training config from a recipe (nested keys become dotted overrides), ``values``
     and then the ``--set`` overrides."""
-    from training.config import apply_overrides, load_config
+    from scalpscan.training.config import apply_overrides, load_config
 
     plain = {k: v for k, v in recipe.items() if not isinstance(v, dict)}
     dotted = [f"{key}.{k}={v}" for key, d in recipe.items() if isinstance(d, dict)
@@ -242,7 +242,7 @@ def _renders(n: int, size: int) -> Path:
 
 def _train(name: str, recipe: dict[str, Any], data: Path, val: Path | None,
            overrides: list[str], train_extra: Path | None = None) -> tuple[Path, float]:
-    from training.loop import fit
+    from scalpscan.training.loop import fit
 
     out = RESULTS / "runs" / name
     config = _recipe_config(recipe, overrides, data=str(data), val=str(val) if val else "",
@@ -254,7 +254,7 @@ def _train(name: str, recipe: dict[str, Any], data: Path, val: Path | None,
 
 def _evaluate(run: Path, manifest: Path, out: Path | None, by: tuple[str, ...] = (),
               tta: bool | str | None = None) -> dict[str, Any]:
-    from training.loop import evaluate_run
+    from scalpscan.training.loop import evaluate_run
 
     return evaluate_run(run, manifest, out_dir=out, by=by, batch_size=32, tta=tta)["metrics"]
 
@@ -299,7 +299,7 @@ def _epochs_run(run: Path) -> int:
 
 def _store(name: str, result: dict[str, Any]) -> None:
     """Write (or rewrite) the stored result ``<name>.json`` atomically."""
-    from data.files import write_text_atomic
+    from scalpscan.data.files import write_text_atomic
 
     write_text_atomic(RESULTS / f"{name}.json", json.dumps(result, indent=2) + "\n")
 
@@ -337,11 +337,11 @@ def _recalibrate(name: str, test: Path) -> None:
     The stored command stays the training command: with the current code it trains and
     calibrates the same way.
     """
-    from training.loop import recalibrate_run
+    from scalpscan.training.loop import recalibrate_run
 
     stored_path = RESULTS / f"{name}.json"
     if not stored_path.is_file():
-        raise SystemExit(f"{stored_path} is missing: run `python -m scripts.bench_train` for "
+        raise SystemExit(f"{stored_path} is missing: run `python -m scalpscan.scripts.bench_train` for "
                          f"{name!r} first")
     stored = json.loads(stored_path.read_text())
     run = REPO / stored["run"]
@@ -399,7 +399,7 @@ def run_cv(args: argparse.Namespace) -> None:
     """K-fold person-grouped cross-validation on Norwood train (`scalpscan train --folds`):
     out-of-fold figures over every train person, then the fold ensemble and each of its
     members alone on valid (persons never seen), all from the same run."""
-    from training.crossval import OOF_DIR, cross_validate
+    from scalpscan.training.crossval import OOF_DIR, cross_validate
 
     train, valid = _real_manifests(args.cache_side)
     name = f"cv{args.folds}{args.tag}"
@@ -445,9 +445,9 @@ def _paired(base: Path, run: Path, valid: Path) -> dict[str, Any]:
     paired person-bootstrap intervals, out of fold (every train person, each predicted by
     the fold model that never saw them; each run's own ensemble calibration) and for the
     two ensembles on valid."""
-    from training.crossval import CV_FILE, out_of_fold
-    from training.loop import compare_runs
-    from training.metrics import compare_predictions
+    from scalpscan.training.crossval import CV_FILE, out_of_fold
+    from scalpscan.training.loop import compare_runs
+    from scalpscan.training.metrics import compare_predictions
 
     folds = [json.loads((r / CV_FILE).read_text())["subjects"] for r in (base, run)]
     if folds[0] != folds[1]:
@@ -554,7 +554,7 @@ def render_cv_report() -> str:
 
 def write_section(marker: str, text: str) -> None:
     """Replace (or append) the ``marker`` section of BENCHMARKS.md."""
-    from data.files import write_text_atomic
+    from scalpscan.data.files import write_text_atomic
 
     target = REPO / "BENCHMARKS.md"
     start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
@@ -570,7 +570,7 @@ def write_section(marker: str, text: str) -> None:
 
 def run_mixed(args: argparse.Namespace) -> None:
     """The same recipe with persons mixed: a random photo split of train+valid."""
-    from data.manifest import read_manifest
+    from scalpscan.data.manifest import read_manifest
 
     train, valid = _real_manifests(args.cache_side)
     rows = read_manifest(train) + read_manifest(valid)
@@ -628,12 +628,12 @@ def run_synth2real(args: argparse.Namespace) -> None:
     ``--image-size`` px, ``--epochs`` epochs), one on the real train photos alone and one
     on real train plus ``--n-renders`` renders, and tests both on real valid.
     """
-    from data.manifest import read_manifest
+    from scalpscan.data.manifest import read_manifest
 
     train_real, valid = _real_manifests(args.cache_side)
     synth_run = RESULTS / "runs" / f"synth{args.tag}"
     if not (synth_run / "model.json").is_file():
-        raise SystemExit(f"{synth_run} is missing: run `python -m scripts.bench_train synth` first")
+        raise SystemExit(f"{synth_run} is missing: run `python -m scalpscan.scripts.bench_train synth` first")
     alone = _evaluate(synth_run, valid, synth_run / "eval_real_valid", by=("view",))
     synth_result = RESULTS / f"synth{args.tag}.json"
     renderer = (json.loads(synth_result.read_text()).get("renderer")
@@ -671,14 +671,14 @@ def run_quick(args: argparse.Namespace) -> None:
     """Wall time of the whole `scalpscan train --backbone tiny` command on 64 renders."""
     data = _render(CACHE / "synth_64_64", 64, 0, 64)
     out = RESULTS / "runs" / "quick"
-    cmd = [sys.executable, "-m", "scripts.cli", "train", "--data", str(data), "--out", str(out),
+    cmd = [sys.executable, "-m", "scalpscan.scripts.cli", "train", "--data", str(data), "--out", str(out),
            "--backbone", "tiny", "--image-size", "64", "--epochs", "5", "--no-progress",
            *[x for s in args.set for x in ("--set", s)]]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True)
     train_s = time.perf_counter() - start
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(out),
+    subprocess.run([sys.executable, "-m", "scalpscan.scripts.cli", "evaluate", "--model", str(out),
                     "--data", str(data), "--no-progress"], cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL)
     _save("quick", {"title": "scalpscan train --backbone tiny on 64 renders (64 px, 5 epochs)",
@@ -689,10 +689,10 @@ def run_throughput(args: argparse.Namespace) -> None:
     """Photos/s of `train_one_epoch` (data, loss, optimiser) vs a bare forward+backward."""
     import torch
 
-    from data.manifest import read_manifest
-    from training import loop
-    from training.config import load_config
-    from training.losses import MultiTaskLoss
+    from scalpscan.data.manifest import read_manifest
+    from scalpscan.training import loop
+    from scalpscan.training.config import load_config
+    from scalpscan.training.losses import MultiTaskLoss
 
     torch.set_num_threads(args.threads)
     train, _ = _real_manifests(args.cache_side)
@@ -844,7 +844,7 @@ def render_report() -> str:
         if tta_rows:
             lines += ["", "Flip test-time augmentation (`scalpscan score --tta`, measured with "
                       "`scalpscan evaluate --tta`) on the same models, without → with "
-                      "(`python -m scripts.bench_train reeval`):", "",
+                      "(`python -m scalpscan.scripts.bench_train reeval`):", "",
                       "| run | acc | MAE | QWK | ECE | person acc | person QWK | view acc |",
                       "|---|---|---|---|---|---|---|---|"]
             for name, r in tta_rows:
@@ -890,7 +890,7 @@ def render_report() -> str:
                           f"QWK {_f(recal['stage_qwk'])} -> {_f(t['stage_qwk'])}, "
                           f"person acc {_f(recal['person_accuracy'])} -> "
                           f"{_f(t['person_accuracy'])}, person QWK {_f(recal['person_qwk'])} -> "
-                          f"{_f(t['person_qwk'])} (refitted with `python -m scripts.bench_train "
+                          f"{_f(t['person_qwk'])} (refitted with `python -m scalpscan.scripts.bench_train "
                           f"real --tag {recal_name[len('real'):]} --recalibrate`, no retraining)."]
         lines.append("")
     synth = [r for name, r in stored.items()
@@ -999,7 +999,7 @@ def publish_section(marker: str, text: str, *, replace: bool = False) -> bool:
     rows: then BENCHMARKS.md is left as it is and the new section goes to
     ``local/bench/train/<marker>_section.md`` to merge by hand, unless ``replace``.
     """
-    from data.files import write_text_atomic
+    from scalpscan.data.files import write_text_atomic
 
     target = REPO / "BENCHMARKS.md"
     shown = _results_shown(target.read_text() if target.is_file() else "", marker)
@@ -1021,7 +1021,7 @@ def publish_section(marker: str, text: str, *, replace: bool = False) -> bool:
 
 def write_report(notes: Path | None, *, replace: bool = False) -> None:
     """Rebuild the `bench_train` section (and write ``notes`` when given)."""
-    from data.files import write_text_atomic
+    from scalpscan.data.files import write_text_atomic
 
     text = render_report()
     if publish_section(MARKER, text, replace=replace) and notes is not None:

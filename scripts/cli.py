@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in COMMANDS.items():
-        module = importlib.import_module(f"scripts.commands.{module_name}")
+        module = importlib.import_module(f"scalpscan.scripts.commands.{module_name}")
         command = sub.add_parser(
             name,
             help=module.HELP,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import create_model, inference_meta, save_checkpoint
+from scalpscan.models import create_model, inference_meta, save_checkpoint
 
 #: Input side of the tiny test model.
 TINY_SIDE = 64

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models import create_model, inference_meta, save_checkpoint
+from scalpscan.models import create_model, inference_meta, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_design_example(run_dir: Path, tmp_path: Path) -> None:
-    from inference import Intake, Predictor, assess
+    from scalpscan.inference import Intake, Predictor, assess
 
     paths = []
     for i in range(3):
@@ -59,6 +59,6 @@ def test_design_example(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_public_names() -> None:
-    import inference
+    from scalpscan import inference
 
     assert {"Predictor", "Prediction", "Intake", "assess"} <= set(inference.__all__)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import bench_train
+from scalpscan.scripts import bench_train
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from data.vocab import CONDITIONS, VIEWS, ZONES
-from training.calibrate import (
+from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
+from scalpscan.training.calibrate import (
     fit_calibration,
     fit_stage_calibration,
     fit_temperature,
@@ -15,7 +15,7 @@ from training.calibrate import (
     stage_nll,
     view_nll,
 )
-from training.metrics import (
+from scalpscan.training.metrics import (
     Predictions,
     binary_ece,
     compute_metrics,
@@ -169,7 +169,7 @@ def test_stage_calibration_keeps_order_of_unordered_offsets_and_handles_no_label
 
 
 def test_decoder_applies_the_stage_offsets_like_the_metrics() -> None:
-    from inference.decoding import Geometry, decode_outputs
+    from scalpscan.inference.decoding import Geometry, decode_outputs
 
     logits, _ = _squeezed_stage(n=20, seed=6)
     temperature, offsets = 0.5, list(-0.6 * _CUTS)

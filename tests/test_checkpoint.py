@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models import CheckpointError, create_model, load_checkpoint, save_checkpoint
-from models.checkpoint import FORMAT_VERSION
+from scalpscan.models import CheckpointError, create_model, load_checkpoint, save_checkpoint
+from scalpscan.models.checkpoint import FORMAT_VERSION
 
 META = {
     "vocab": {"conditions": ["thinning", "alopecia_patch", "transplant_scar"]},
@@ -250,7 +250,7 @@ class _Exploit:
 
 
 def test_inference_meta_takes_normalisation_from_the_model_and_merges_calibration() -> None:
-    from models import inference_meta
+    from scalpscan.models import inference_meta
 
     model = create_model("scalpnet", backbone="efficientnet_lite0", image_size=64)
     meta = inference_meta(model, thresholds={"thinning": 0.3}, temperature={"stage": 1.7}, epoch=4)

@@ -18,14 +18,14 @@ import torch
 from safetensors.torch import load_file
 from test_training import make_photos, renamed_persons
 
-from data.manifest import ManifestRow, read_manifest
-from data.splits import fold_subjects
-from models import ScalpEnsemble, create_model, ensemble_of, load_checkpoint, save_checkpoint
-from models.checkpoint import inference_meta
-import training.loop
-from training.config import ConfigError, load_config
-from training.crossval import CV_FILE, OOF_DIR, cross_validate
-from training.loop import LOG_FILE, TrainingError, evaluate_run
+from scalpscan.data.manifest import ManifestRow, read_manifest
+from scalpscan.data.splits import fold_subjects
+from scalpscan.models import ScalpEnsemble, create_model, ensemble_of, load_checkpoint, save_checkpoint
+from scalpscan.models.checkpoint import inference_meta
+from scalpscan.training import loop as training_loop
+from scalpscan.training.config import ConfigError, load_config
+from scalpscan.training.crossval import CV_FILE, OOF_DIR, cross_validate
+from scalpscan.training.loop import LOG_FILE, TrainingError, evaluate_run
 
 FOLDS = 3
 
@@ -126,8 +126,8 @@ def test_ensemble_refuses_mixed_or_too_few_members() -> None:
 
 
 def test_ensemble_scores_through_the_predictor(cv_run: Path, manifest: Path) -> None:
-    from inference import Predictor
-    from inference.quality import QualityThresholds
+    from scalpscan.inference import Predictor
+    from scalpscan.inference.quality import QualityThresholds
 
     # The hand-made 64 px photos are below the clinic quality gate; judge them anyway.
     gate = QualityThresholds(min_side=32, dark_highlight=0, blur_variance=0)
@@ -171,8 +171,8 @@ def test_out_of_fold_metrics_cover_every_photo_once(cv_run: Path, manifest: Path
 
 def test_out_of_fold_outputs_come_back_in_manifest_order(cv_run: Path, manifest: Path,
                                                           tmp_path: Path) -> None:
-    from training.crossval import out_of_fold
-    from training.metrics import compute_metrics
+    from scalpscan.training.crossval import out_of_fold
+    from scalpscan.training.metrics import compute_metrics
 
     preds, kwargs = out_of_fold(cv_run)
     rows = read_manifest(manifest)
@@ -210,7 +210,7 @@ class _MachineLost(Exception):
 def test_an_interrupted_cross_validation_resumes_to_the_same_ensemble(
         cv_run: Path, manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
-    real_fit = training.loop.fit
+    real_fit = training_loop.fit
     calls: list[str] = []
 
     def failing_fit(config, **kwargs):
@@ -219,7 +219,7 @@ def test_an_interrupted_cross_validation_resumes_to_the_same_ensemble(
             raise _MachineLost  # the machine went away during fold 2
         return real_fit(config, **kwargs)
 
-    monkeypatch.setattr("training.loop.fit", failing_fit)
+    monkeypatch.setattr("scalpscan.training.loop.fit", failing_fit)
     with pytest.raises(_MachineLost):
         cross_validate(_config(manifest, out), log=lambda _m: None)
     assert json.loads((out / CV_FILE).read_text())["done"] == [0]
@@ -254,17 +254,17 @@ def test_train_extra_joins_every_fold_but_never_a_held_out_one(
     extra = renamed_persons(made, made.parent / "extra.csv", "R")
     other = renamed_persons(made, made.parent / "other.csv", "Q")
     out = tmp_path / "run"
-    real_fit = training.loop.fit
+    real_fit = training_loop.fit
 
     def failing_fit(config, **kwargs):
         if Path(config.out).name == "fold_2":
             raise _MachineLost
         return real_fit(config, **kwargs)
 
-    monkeypatch.setattr("training.loop.fit", failing_fit)
+    monkeypatch.setattr("scalpscan.training.loop.fit", failing_fit)
     with pytest.raises(_MachineLost):
         cross_validate(_config(manifest, out, train_extra=str(extra)), log=lambda _m: None)
-    monkeypatch.setattr("training.loop.fit", real_fit)
+    monkeypatch.setattr("scalpscan.training.loop.fit", real_fit)
     with pytest.raises(TrainingError, match="train extra fingerprint changed"):
         cross_validate(_config(manifest, out, train_extra=str(other)), resume=True,
                        log=lambda _m: None)
@@ -290,7 +290,7 @@ def test_too_few_persons_for_the_folds(manifest: Path, tmp_path: Path) -> None:
 
 def test_train_command_runs_and_resumes_cross_validation(manifest: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
-    from scripts.cli import main
+    from scalpscan.scripts.cli import main
 
     out = tmp_path / "run"
     argv = ["train", "--data", str(manifest), "--out", str(out), "--backbone", "tiny",
@@ -308,8 +308,8 @@ def test_train_command_runs_and_resumes_cross_validation(manifest: Path, tmp_pat
 
 
 def test_the_ensemble_exports_to_onnx_with_the_same_outputs(cv_run: Path, tmp_path: Path) -> None:
-    from inference import Predictor
-    from inference.export import export_onnx
+    from scalpscan.inference import Predictor
+    from scalpscan.inference.export import export_onnx
 
     path = export_onnx(cv_run, tmp_path / "ensemble.onnx")  # checks ORT against PyTorch
     batch = torch.randn(2, 3, 64, 64)
@@ -320,7 +320,7 @@ def test_the_ensemble_exports_to_onnx_with_the_same_outputs(cv_run: Path, tmp_pa
 
 
 def test_out_of_fold_photos_keep_their_manifest_rows(cv_run: Path, manifest: Path) -> None:
-    from training.crossval import _oof_predictions
+    from scalpscan.training.crossval import _oof_predictions
 
     rows = read_manifest(manifest)
     assignment = json.loads((cv_run / CV_FILE).read_text())["subjects"]
@@ -335,7 +335,7 @@ def test_out_of_fold_photos_keep_their_manifest_rows(cv_run: Path, manifest: Pat
 
 def test_an_ensemble_run_is_not_recalibrated_or_fine_tuned_as_one_model(
         cv_run: Path, manifest: Path, tmp_path: Path) -> None:
-    from training.loop import fit, recalibrate_run
+    from scalpscan.training.loop import fit, recalibrate_run
 
     with pytest.raises(TrainingError, match="calibrated on its out-of-fold outputs"):
         recalibrate_run(cv_run)

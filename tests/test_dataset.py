@@ -6,10 +6,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from data.dataset import ScalpDataset, unpack_bits
-from data.manifest import ManifestRow, write_manifest
-from data.transforms import build_transforms
-from data.vocab import CONDITIONS, VIEWS, ZONES, zone_bit
+from scalpscan.data.dataset import ScalpDataset, unpack_bits
+from scalpscan.data.manifest import ManifestRow, write_manifest
+from scalpscan.data.transforms import build_transforms
+from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES, zone_bit
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.decode import HEIF_SUPPORTED, ImageDecodeError, image_size, load_image
+from scalpscan.data.decode import HEIF_SUPPORTED, ImageDecodeError, image_size, load_image
 
 
 def _gradient(w=64, h=48) -> np.ndarray:
@@ -161,7 +161,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):  # chmod 000 does not stop root, so the refusal is simulated
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("data.decode.Image.open", refuse)
+    monkeypatch.setattr("scalpscan.data.decode.Image.open", refuse)
     with pytest.raises(ImageDecodeError, match="permission denied") as info:
         load_image(path)
     assert str(path) in str(info.value)

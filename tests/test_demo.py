@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_says_where_the_reports_are(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    argv = [sys.executable, "-m", "scripts.cli", "demo", "--out", str(out), "--n", "60", "--size", "96",
+    argv = [sys.executable, "-m", "scalpscan.scripts.cli", "demo", "--out", str(out), "--n", "60", "--size", "96",
             "--backbone", "tiny", "--image-size", "64", "--epochs", "1", "--held-out", "12"]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

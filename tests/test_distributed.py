@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from test_training import make_photos
 
-from models.checkpoint import load_checkpoint
+from scalpscan.models.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def test_two_process_torchrun_trains_one_model(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "scripts.cli", "train", "--data", str(train), "--val", str(val),
+         "-m", "scalpscan.scripts.cli", "train", "--data", str(train), "--val", str(val),
          "--out", str(run), "--backbone", "tiny", "--image-size", "64", "--epochs", "2",
          "--batch-size", "3", "--no-progress", "--set", "device=cpu"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=env)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from data.vocab import CONDITIONS, VIEWS
-from inference import Predictor
-from inference.export import ID_KEY, META_KEY, ExportError, load_onnx
-from models import create_model, inference_meta, save_checkpoint
-from scripts.commands import export as export_command
+from scalpscan.data.vocab import CONDITIONS, VIEWS
+from scalpscan.inference import Predictor
+from scalpscan.inference.export import ID_KEY, META_KEY, ExportError, load_onnx
+from scalpscan.models import create_model, inference_meta, save_checkpoint
+from scalpscan.scripts.commands import export as export_command
 
 SIDE = 64
 
@@ -98,7 +98,7 @@ def test_export_command_refuses_bad_arguments(tmp_path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter is deprecated upstream
 def test_torchscript_exporter_gives_the_same_outputs(exported: tuple[Path, Path], tmp_path: Path) -> None:
-    from inference.export import export_onnx
+    from scalpscan.inference.export import export_onnx
 
     run, _ = exported
     path = export_onnx(run, tmp_path / "ts.onnx", exporter="torchscript")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data.files import atomic_write, write_text_atomic
+from scalpscan.data.files import atomic_write, write_text_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.importers import ImportFormatError, get_importer, parse_labels, parse_mapping, view_from_name
-from data.importers.coco import import_coco, rle_to_mask
-from data.importers.imagefolder import import_imagefolder
-from data.importers.roboflow import import_roboflow, original_name
-from data.manifest import read_manifest
-from data.vocab import condition_bit, zone_bit
+from scalpscan.data.importers import ImportFormatError, get_importer, parse_labels, parse_mapping, view_from_name
+from scalpscan.data.importers.coco import import_coco, rle_to_mask
+from scalpscan.data.importers.imagefolder import import_imagefolder
+from scalpscan.data.importers.roboflow import import_roboflow, original_name
+from scalpscan.data.manifest import read_manifest
+from scalpscan.data.vocab import condition_bit, zone_bit
 
 
 def _jpg(path: Path, size=(32, 24), colour=(100, 80, 60)) -> Path:
@@ -222,7 +222,7 @@ def test_compressed_rle_decodes_like_pycocotools():
 
 
 def _run_import(argv):
-    from scripts.commands import import_
+    from scalpscan.scripts.commands import import_
 
     parser = argparse.ArgumentParser()
     import_.add_arguments(parser)

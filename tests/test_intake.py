@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.intake import Intake, IntakeError, join_intake, parse_yes_no, read_intake
+from scalpscan.inference.intake import Intake, IntakeError, join_intake, parse_yes_no, read_intake
 
 HEADER = "subject,sex,keloid_history,eczema_active,psoriasis_active,notes\n"
 

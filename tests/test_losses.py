@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.vocab import CONDITIONS, VIEWS, ZONES
-from training.losses import (
+from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
+from scalpscan.training.losses import (
     MultiTaskLoss,
     compute_pos_weight,
     condition_loss,
@@ -199,7 +199,7 @@ def test_dice_pools_the_batch_so_a_rare_thin_zone_is_worth_finding() -> None:
     # One photo of four shows a thin line (a part line); the model finds it, with a faint
     # spill at the same place on the three photos that do not show it. Per photo, those
     # three would make "mark nothing anywhere" the better answer; pooled, finding it is.
-    from training.losses import dice_loss
+    from scalpscan.training.losses import dice_loss
 
     target = torch.zeros(4, 1, 16, 16)
     target[0, 0, :, 8] = 1

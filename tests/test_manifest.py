@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.manifest import ManifestError, ManifestRow, read_manifest, write_manifest
-from data.vocab import CONDITIONS, MANIFEST_COLUMNS
+from scalpscan.data.manifest import ManifestError, ManifestRow, read_manifest, write_manifest
+from scalpscan.data.vocab import CONDITIONS, MANIFEST_COLUMNS
 
 HEADER = ",".join(MANIFEST_COLUMNS)
 

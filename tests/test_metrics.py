@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.vocab import CONDITIONS, VIEWS, ZONES
-from training.metrics import (
+from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
+from scalpscan.training.metrics import (
     Predictions,
     binary_ece,
     compute_metrics,
@@ -98,7 +98,7 @@ def test_stage_intervals_resample_persons_and_hold_the_point_estimate() -> None:
     ci = stage_confidence_intervals(pred, true, subjects, persons, draws=500)
     point = stage_metrics(pred, true)
     # The figures of one draw come from a confusion matrix; on the data itself they match.
-    from training.metrics import _confusion_scores
+    from scalpscan.training.metrics import _confusion_scores
 
     conf = np.zeros((7, 7))
     np.add.at(conf, (true[true >= 0], pred[true >= 0]), 1)

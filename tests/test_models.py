@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import (
+from scalpscan.models import (
     BACKBONES,
     RegistryError,
     UnknownNameError,
@@ -15,13 +15,13 @@ from models import (
     list_backbones,
     list_models,
 )
-from models.heads import (
+from scalpscan.models.heads import (
     OrdinalHead,
     ordinal_expected_index,
     ordinal_probabilities,
     ordinal_to_stage_index,
 )
-from models.registry import Registry
+from scalpscan.models.registry import Registry
 
 EXPECTED_BACKBONES = {
     "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",

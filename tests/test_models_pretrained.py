@@ -12,8 +12,8 @@ import torch.nn.functional as F
 import torchvision
 from safetensors.torch import save_file
 
-from models import PretrainedError, create_model, save_checkpoint
-from models.pretrained import lite_imagenet_classifier, lite_package_weights
+from scalpscan.models import PretrainedError, create_model, save_checkpoint
+from scalpscan.models.pretrained import lite_imagenet_classifier, lite_package_weights
 
 # ImageNet classes a building with a tower / a single flower may honestly be taken for.
 _BUILDING = {"palace", "bell cote", "castle", "monastery", "church", "stupa", "pagoda", "dome",
@@ -77,7 +77,7 @@ def test_lite0_weights_recognise_real_photos(lite0_classifier) -> None:
 
 def test_random_lite0_is_not_confident(lite0_classifier) -> None:
     # The check above can fail: the same network with random weights is nowhere near.
-    from models.backbones import EfficientNetLite
+    from scalpscan.models.backbones import EfficientNetLite
 
     torch.manual_seed(0)
     random = EfficientNetLite(num_classes=1000).eval()

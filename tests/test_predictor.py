@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONES
-from inference.decoding import Geometry, decode_outputs, flip_outputs
-from inference.predictor import ROW_FIELDS, Predictor
-from models import CheckpointError, create_model, inference_meta, save_checkpoint
+from scalpscan.data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONES
+from scalpscan.inference.decoding import Geometry, decode_outputs, flip_outputs
+from scalpscan.inference.predictor import ROW_FIELDS, Predictor
+from scalpscan.models import CheckpointError, create_model, inference_meta, save_checkpoint
 
 SIDE = 64
 

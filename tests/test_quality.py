@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.quality import QualityThresholds, check_quality
+from scalpscan.inference.quality import QualityThresholds, check_quality
 
 
 def _textured(height: int = 160, width: int = 128, seed: int = 0) -> np.ndarray:

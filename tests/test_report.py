@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.intake import Intake
-from inference.report import ResultsError, patient_filename, read_results, write_reports
-from inference.report.images import photo_figure
+from scalpscan.inference.intake import Intake
+from scalpscan.inference.report import ResultsError, patient_filename, read_results, write_reports
+from scalpscan.inference.report.images import photo_figure
 
 EVIL_NAME = "<img src=x onerror=alert(1)>.jpg"
 EVIL_SUBJECT = "<script>alert('p')</script>"
@@ -120,7 +120,7 @@ def sample(tmp_path: Path) -> Path:
 
 
 def build(sample: Path, out: Path, **kwargs: Any) -> Path:
-    from inference.intake import read_intake
+    from scalpscan.inference.intake import read_intake
 
     rows, _ = read_results([sample / "results.jsonl"])
     intake, _ = read_intake(sample / "intake.csv")
@@ -276,7 +276,7 @@ def test_bad_results_lines_are_refused(tmp_path: Path) -> None:
 
 
 def cli(*argv: str) -> int:
-    from scripts.cli import main
+    from scalpscan.scripts.cli import main
 
     return main(["report", *map(str, argv)])
 
@@ -349,7 +349,7 @@ def test_patient_intake_is_used(tmp_path: Path) -> None:
 
 def test_photos_decode_without_data_decode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The Pillow fallback (for checkouts without data.decode) also applies orientation and strips EXIF."""
-    import inference.report.images as images
+    from scalpscan.inference.report import images
 
     monkeypatch.setattr(images, "load_image", None)
     make_photo(tmp_path / "r.jpg", size=(64, 48), orientation=6, gps=True)

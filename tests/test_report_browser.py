@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from inference.intake import Intake
-from inference.report import patient_filename, read_results, write_reports
+from scalpscan.inference.intake import Intake
+from scalpscan.inference.report import patient_filename, read_results, write_reports
 
 CHROMIUM = Path("/usr/bin/chromium") if Path("/usr/bin/chromium").exists() else None
 if CHROMIUM is None and shutil.which("chromium"):

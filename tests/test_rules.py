@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from inference.intake import Intake
-from inference.rules import DEFAULT_RULES_PATH, Assessment, RulesError, assess, load_rules, rules_from_dict
+from scalpscan.inference.intake import Intake
+from scalpscan.inference.rules import DEFAULT_RULES_PATH, Assessment, RulesError, assess, load_rules, rules_from_dict
 
 GOLDEN = Path(__file__).parent / "golden"
 RULES = load_rules()

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.vocab import CONDITIONS
-from inference.score import (
+from scalpscan.data.vocab import CONDITIONS
+from scalpscan.inference.score import (
     CSV_COLUMNS,
     InputError,
     ResultsFile,
@@ -27,7 +27,7 @@ from inference.score import (
     shard_from_env,
     subject_from_name,
 )
-from scripts.commands import score as score_command
+from scalpscan.scripts.commands import score as score_command
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 64
@@ -271,7 +271,7 @@ def test_torn_tail_is_cut_and_foreign_files_refused(tmp_path: Path) -> None:
 
 
 def test_predictor_score_streams_rows_in_order(run_dir: Path, tmp_path: Path) -> None:
-    from inference import Predictor
+    from scalpscan.inference import Predictor
 
     photos = _good_photos(tmp_path / "photos", 5)
     (tmp_path / "photos" / "bad.png").write_bytes(b"\x89PNG broken")

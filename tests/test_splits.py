@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from data.dedup import find_cross_subject_duplicates, find_near_duplicates, hash_image, leakage_report
-from data.manifest import ManifestRow
-from data.splits import parse_ratios, shared_subjects, split_rows
-from data.vocab import CONDITIONS
+from scalpscan.data.dedup import find_cross_subject_duplicates, find_near_duplicates, hash_image, leakage_report
+from scalpscan.data.manifest import ManifestRow
+from scalpscan.data.splits import parse_ratios, shared_subjects, split_rows
+from scalpscan.data.vocab import CONDITIONS
 
 
 def _rows(n_subjects=40, per_subject=5):

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.synth import SynthOptions, render_index, render_photo, sample_subject, subject_for, synthesize
-from data.synth.render import min_loss_pixels
-from data.synth.subject import Patch, Subject
-from data.vocab import CONDITIONS, HAIR_COLOURS, MANIFEST_COLUMNS, SKIN_TONES, STAGES, VIEWS, ZONES, condition_bit, zone_bit
+from scalpscan.data.synth import SynthOptions, render_index, render_photo, sample_subject, subject_for, synthesize
+from scalpscan.data.synth.render import min_loss_pixels
+from scalpscan.data.synth.subject import Patch, Subject
+from scalpscan.data.vocab import CONDITIONS, HAIR_COLOURS, MANIFEST_COLUMNS, SKIN_TONES, STAGES, VIEWS, ZONES, condition_bit, zone_bit
 
 SIZE = 64
 
@@ -81,7 +81,7 @@ def test_subjects_are_consistent_across_their_views(small_set: Path) -> None:
 
 
 def test_manifest_is_valid(small_set: Path) -> None:
-    from data.manifest import read_manifest
+    from scalpscan.data.manifest import read_manifest
 
     rows = read_manifest(small_set / "manifest.csv", check_files=True)
     assert len(rows) == 40
@@ -216,8 +216,8 @@ def test_profiles_face_the_way_real_profiles_do() -> None:
     """As in the real photos, an unrotated "left" photo shows the person's left side with
     the face towards the picture's left ("right": towards its right), the head over the
     neck. A mirrored convention would teach every model the opposite label."""
-    from data.synth import head as H
-    from data.synth.render import sample_camera
+    from scalpscan.data.synth import head as H
+    from scalpscan.data.synth.render import sample_camera
 
     shape = H.head_shape(1.0, 1.0, 1.0)
     for view, sign in (("left", -1), ("right", 1)):
@@ -234,8 +234,8 @@ def test_frame_holds_the_head_and_what_real_photos_show_around_it() -> None:
     """Close-ups like clinic and phone photos: the person fills most of the picture and the
     head most of that (from above the scalp alone does); as in real photos, a back view
     shows the neck and collar in its bottom third and a profile shows the face."""
-    from data.synth import head as H
-    from data.synth.render import sample_camera
+    from scalpscan.data.synth import head as H
+    from scalpscan.data.synth.render import sample_camera
 
     shape = H.head_shape(1.0, 1.0, 1.0)
     for view in VIEWS:
@@ -261,8 +261,8 @@ def test_frame_holds_the_head_and_what_real_photos_show_around_it() -> None:
 def test_front_views_show_brows_and_eyes_on_the_forehead() -> None:
     """The brows and eyes lie where the cranium ellipsoid, not the face ellipsoid, is
     outermost; they must be painted there or no front photo would show them."""
-    from data.synth import head as H
-    from data.synth.render import _face_features, sample_camera
+    from scalpscan.data.synth import head as H
+    from scalpscan.data.synth.render import _face_features, sample_camera
 
     subject = _plain_subject()
     shape = H.head_shape(*subject.shape)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from scripts.bench_synth import END_MARKER, START_MARKER, markdown_section, update_benchmarks
-from scripts.cli import main
+from scalpscan.scripts.bench_synth import END_MARKER, START_MARKER, markdown_section, update_benchmarks
+from scalpscan.scripts.cli import main
 
 
 def test_synth_command_writes_a_data_set_and_refuses_to_clobber_it(tmp_path: Path, capsys) -> None:
@@ -34,7 +34,7 @@ def test_synth_command_names_a_bad_value(tmp_path: Path, capsys) -> None:
 
 
 def test_demo_synth_step_renders_a_set_and_its_contact_sheet(tmp_path: Path, capsys) -> None:
-    from scripts.commands.demo import DemoContext, step_synth
+    from scalpscan.scripts.commands.demo import DemoContext, step_synth
 
     ctx = DemoContext(out=tmp_path / "demo", n=6, size=64, seed=0, workers=1)
     step_synth(ctx)

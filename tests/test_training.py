@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import training.loop
-from data.manifest import read_manifest
-from data.splits import split_rows
-from data.vocab import MANIFEST_COLUMNS, VIEWS
-from training.config import (
+from scalpscan.training import loop as training_loop
+from scalpscan.data.manifest import read_manifest
+from scalpscan.data.splits import split_rows
+from scalpscan.data.vocab import MANIFEST_COLUMNS, VIEWS
+from scalpscan.training.config import (
     DEFAULT_CONFIG_PATH,
     ConfigError,
     TrainConfig,
@@ -31,7 +31,7 @@ from training.config import (
     config_to_dict,
     load_config,
 )
-from training.loop import LOG_FILE, RESUME_FILE, TrainingError, evaluate_run, fit, lr_factor
+from scalpscan.training.loop import LOG_FILE, RESUME_FILE, TrainingError, evaluate_run, fit, lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -233,7 +233,7 @@ def test_train_then_evaluate_round_trip_leaves_no_pickle(photos: dict[str, Path]
                                                          tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "train", "--data", str(photos["train"]),
+        [sys.executable, "-m", "scalpscan.scripts.cli", "train", "--data", str(photos["train"]),
          "--val", str(photos["val"]), "--out", str(run), "--backbone", "tiny",
          "--image-size", "64", "--epochs", "2", "--batch-size", "4", "--no-progress",
          "--set", "loss_weights.view=2", "--set", "seed=5", "--set", "threads=1"],
@@ -250,7 +250,7 @@ def test_train_then_evaluate_round_trip_leaves_no_pickle(photos: dict[str, Path]
     assert set(meta["temperature"]) == {"conditions", "stage", "view"}
 
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run), "--data",
+        [sys.executable, "-m", "scalpscan.scripts.cli", "evaluate", "--model", str(run), "--data",
          str(photos["val"]), "--by", "skin_tone", "--no-progress"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -264,7 +264,7 @@ def test_train_then_evaluate_round_trip_leaves_no_pickle(photos: dict[str, Path]
     assert metrics["tta"] is None
     assert metrics["metrics"]["stage"]["ci"]["draws"] == 1000
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run), "--data",
+        [sys.executable, "-m", "scalpscan.scripts.cli", "evaluate", "--model", str(run), "--data",
          str(photos["val"]), "--tta", "rot", "--out", str(run / "eval_tta"), "--no-progress"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -275,7 +275,7 @@ def test_train_then_evaluate_round_trip_leaves_no_pickle(photos: dict[str, Path]
 
 @pytest.mark.parametrize("command", ["evaluate", "score"])
 def test_a_bare_tta_flag_still_means_flip(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from scripts.cli import build_parser
+    from scalpscan.scripts.cli import build_parser
 
     parser = build_parser()
     first = ["evaluate", "--model", "m", "--data", "d.csv"] if command == "evaluate" else \
@@ -296,7 +296,7 @@ def test_evaluate_run_refuses_an_unknown_tta_mode(tmp_path: Path) -> None:
 
 
 def test_evaluate_refuses_an_unknown_column(photos: dict[str, Path], tmp_path: Path) -> None:
-    from training.loop import TrainingError
+    from scalpscan.training.loop import TrainingError
 
     run = fit(_config(photos, tmp_path / "r", epochs=1, calibrate=False), log=lambda _: None)
     with pytest.raises(TrainingError, match="no such column.*skin_tone"):
@@ -306,21 +306,21 @@ def test_evaluate_refuses_an_unknown_column(photos: dict[str, Path], tmp_path: P
 def test_cli_reports_bad_arguments_with_exit_code_2(photos: dict[str, Path],
                                                     tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "train", "--data", str(photos["train"]),
+        [sys.executable, "-m", "scalpscan.scripts.cli", "train", "--data", str(photos["train"]),
          "--out", str(tmp_path / "x"), "--set", "lr=fast"],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "lr: expected a number" in result.stderr
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "train", "--out", str(tmp_path / "nothing"),
+        [sys.executable, "-m", "scalpscan.scripts.cli", "train", "--out", str(tmp_path / "nothing"),
          "--resume"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "config.yaml not found" in result.stderr
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "train", "--out", str(tmp_path / "x"),
+        [sys.executable, "-m", "scalpscan.scripts.cli", "train", "--out", str(tmp_path / "x"),
          "--resume", "--overwrite"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "exclude each other" in result.stderr
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "train", "--data", str(photos["train"]),
+        [sys.executable, "-m", "scalpscan.scripts.cli", "train", "--data", str(photos["train"]),
          "--out", str(tmp_path / "x"), "--train-extra", str(tmp_path / "renders.csv")],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
@@ -329,7 +329,7 @@ def test_cli_reports_bad_arguments_with_exit_code_2(photos: dict[str, Path],
 
 def test_an_unknown_monitor_is_refused_with_the_logged_names(photos: dict[str, Path],
                                                              tmp_path: Path) -> None:
-    from training.loop import TrainingError
+    from scalpscan.training.loop import TrainingError
 
     with pytest.raises(TrainingError, match="monitor='stage_kappa'.*val_stage_qwk"):
         fit(_config(photos, tmp_path / "m", epochs=1, monitor="stage_kappa"), log=lambda _: None)
@@ -338,11 +338,11 @@ def test_an_unknown_monitor_is_refused_with_the_logged_names(photos: dict[str, P
 def _photo_pair(run_dir: Path, tmp_path: Path, first: np.ndarray, second: np.ndarray,
                 views: tuple[str, str]):
     """The run's model and a loader over two photos of one person (stage 3, given views)."""
-    from data.dataset import ScalpDataset
-    from data.manifest import read_manifest
-    from data.transforms import build_transforms
-    from models import load_checkpoint
-    from training.loop import make_loader
+    from scalpscan.data.dataset import ScalpDataset
+    from scalpscan.data.manifest import read_manifest
+    from scalpscan.data.transforms import build_transforms
+    from scalpscan.models import load_checkpoint
+    from scalpscan.training.loop import make_loader
 
     Image.fromarray(first).save(tmp_path / "a.png")
     Image.fromarray(np.ascontiguousarray(second)).save(tmp_path / "b.png")
@@ -357,8 +357,8 @@ def _photo_pair(run_dir: Path, tmp_path: Path, first: np.ndarray, second: np.nda
 def test_evaluation_tta_treats_a_photo_and_its_mirror_alike(run_dir: Path, tmp_path: Path) -> None:
     # With flip TTA, the mirrored photo gets the same stage and conditions and the swapped
     # view; the untrained model alone (no TTA) does not, so the mapping back is what's tested.
-    from data.vocab import VIEW_MIRROR
-    from training.loop import evaluate
+    from scalpscan.data.vocab import VIEW_MIRROR
+    from scalpscan.training.loop import evaluate
 
     photo = np.random.default_rng(4).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
     model, loader = _photo_pair(run_dir, tmp_path, photo, photo[:, ::-1], ("left", "right"))
@@ -376,8 +376,8 @@ def test_evaluation_rotation_tta_treats_a_photo_and_its_turn_alike(
         run_dir: Path, tmp_path: Path, mode: str, mirror: bool) -> None:
     # A quarter turn (after a mirror, for d4): same stage and conditions, same view (left
     # and right swapped by the mirror); the untrained model alone does not do that.
-    from data.vocab import VIEW_MIRROR
-    from training.loop import evaluate
+    from scalpscan.data.vocab import VIEW_MIRROR
+    from scalpscan.training.loop import evaluate
 
     photo = np.random.default_rng(4).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
     moved = np.rot90(photo[:, ::-1] if mirror else photo)
@@ -393,8 +393,8 @@ def test_evaluation_rotation_tta_treats_a_photo_and_its_turn_alike(
 
 
 def test_evaluation_rot_tta_is_the_mean_of_the_four_turns_turned_back(run_dir: Path) -> None:
-    from models import load_checkpoint
-    from training.loop import _forward_tta
+    from scalpscan.models import load_checkpoint
+    from scalpscan.training.loop import _forward_tta
 
     model, _ = load_checkpoint(run_dir)
     model.eval()
@@ -434,7 +434,7 @@ def test_init_from_starts_the_whole_network_from_a_trained_run(photos: dict[str,
 
 def renamed_persons(manifest: Path, out: Path, prefix: str) -> Path:
     """A copy of ``manifest`` whose persons are new ones (``prefix`` + the old id)."""
-    from data.manifest import read_manifest, write_manifest
+    from scalpscan.data.manifest import read_manifest, write_manifest
 
     rows = [dataclasses.replace(r, subject=prefix + r.subject) for r in read_manifest(manifest)]
     write_manifest(rows, out)
@@ -459,7 +459,7 @@ def test_train_extra_photos_only_ever_train(photos: dict[str, Path], tmp_path: P
     with (split / LOG_FILE).open() as handle:
         assert int(next(csv.DictReader(handle))["train_photos"]) > n["extra"]
     assert json.loads((split / "model.json").read_text())["data_fingerprint"].split(":")[1] == \
-        training.loop.data_fingerprint(split_rows(read_manifest(photos["train"]), (0.8, 0.2),
+        training_loop.data_fingerprint(split_rows(read_manifest(photos["train"]), (0.8, 0.2),
                                                   seed=3)["val"])
 
 
@@ -473,8 +473,8 @@ def test_train_extra_sharing_a_person_with_data_is_refused(photos: dict[str, Pat
 
 def test_compare_runs_scores_two_runs_on_the_same_photos(photos: dict[str, Path], run_dir: Path,
                                                          tmp_path: Path) -> None:
-    from models import create_model, inference_meta, save_checkpoint
-    from training.loop import compare_runs
+    from scalpscan.models import create_model, inference_meta, save_checkpoint
+    from scalpscan.training.loop import compare_runs
 
     torch.manual_seed(7)
     other = create_model("scalpnet", backbone="tiny", image_size=64)
@@ -496,19 +496,19 @@ def test_compare_runs_scores_two_runs_on_the_same_photos(photos: dict[str, Path]
                for k in ("accuracy", "mae"))
 
     printed = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run_dir), "--compare",
+        [sys.executable, "-m", "scalpscan.scripts.cli", "evaluate", "--model", str(run_dir), "--compare",
          str(tmp_path / "b"), "--data", str(data), "--out", str(tmp_path / "cli"), "--ci", "100",
          "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert printed.returncode == 0, printed.stderr
     assert "stage acc" in printed.stdout and "95 % paired interval" in printed.stdout
     assert (tmp_path / "cli" / "compare.json").is_file()
     missing = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run_dir), "--compare",
+        [sys.executable, "-m", "scalpscan.scripts.cli", "evaluate", "--model", str(run_dir), "--compare",
          str(tmp_path / "nowhere"), "--data", str(data)], cwd=REPO, capture_output=True,
         text=True, timeout=120)
     assert missing.returncode == 2 and "--compare" in missing.stderr and "nowhere" in missing.stderr
     by = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "evaluate", "--model", str(run_dir), "--compare",
+        [sys.executable, "-m", "scalpscan.scripts.cli", "evaluate", "--model", str(run_dir), "--compare",
          str(run_dir), "--data", str(data), "--by", "view"], cwd=REPO, capture_output=True,
         text=True, timeout=120)
     assert by.returncode == 2 and "--by" in by.stderr

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, hflip_sample
-from data.vocab import zone_bit
+from scalpscan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, hflip_sample
+from scalpscan.data.vocab import zone_bit
 
 LEFT, RIGHT, CROWN = zone_bit("temple_left"), zone_bit("temple_right"), zone_bit("crown")
 

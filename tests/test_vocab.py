@@ -2,7 +2,7 @@
 
 import pytest
 
-from data.vocab import (
+from scalpscan.data.vocab import (
     CONDITIONS,
     MANIFEST_COLUMNS,
     STAGES,

@@ -2,8 +2,8 @@
 
 What scripts use::
 
-    from training import TrainConfig, load_config, fit, evaluate_run
-    from training.metrics import compute_metrics, format_metrics
+    from scalpscan.training import TrainConfig, load_config, fit, evaluate_run
+    from scalpscan.training.metrics import compute_metrics, format_metrics
 
 Submodules import torch; this package's ``__init__`` imports them lazily so that
 ``training.config`` can be used without loading torch.
@@ -29,17 +29,17 @@ __all__ = [
 ]
 
 _EXPORTS: dict[str, str] = {
-    "ConfigError": "training.config",
-    "TrainConfig": "training.config",
-    "load_config": "training.config",
-    "TrainingError": "training.loop",
-    "fit": "training.loop",
-    "evaluate_run": "training.loop",
-    "train_one_epoch": "training.loop",
-    "evaluate": "training.loop",
-    "MultiTaskLoss": "training.losses",
-    "compute_metrics": "training.metrics",
-    "fit_calibration": "training.calibrate",
+    "ConfigError": "scalpscan.training.config",
+    "TrainConfig": "scalpscan.training.config",
+    "load_config": "scalpscan.training.config",
+    "TrainingError": "scalpscan.training.loop",
+    "fit": "scalpscan.training.loop",
+    "evaluate_run": "scalpscan.training.loop",
+    "train_one_epoch": "scalpscan.training.loop",
+    "evaluate": "scalpscan.training.loop",
+    "MultiTaskLoss": "scalpscan.training.losses",
+    "compute_metrics": "scalpscan.training.metrics",
+    "fit_calibration": "scalpscan.training.calibrate",
 }
 
 

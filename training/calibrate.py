@@ -27,7 +27,7 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn.metrics import precision_recall_curve
 
-from data.vocab import CONDITIONS
+from scalpscan.data.vocab import CONDITIONS
 
 from .metrics import Predictions, ordinal_probabilities, sigmoid
 

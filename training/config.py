@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from data.files import write_text_atomic
-from data.vocab import VIEWS
+from scalpscan.data.files import write_text_atomic
+from scalpscan.data.vocab import VIEWS
 
 __all__ = [
     "ConfigError",

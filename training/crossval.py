@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.files import write_text_atomic
-from data.manifest import read_manifest, write_manifest
-from data.splits import fold_subjects
-from models.checkpoint import save_checkpoint
-from models.network import ensemble_of
+from scalpscan.data.files import write_text_atomic
+from scalpscan.data.manifest import read_manifest, write_manifest
+from scalpscan.data.splits import fold_subjects
+from scalpscan.models.checkpoint import save_checkpoint
+from scalpscan.models.network import ensemble_of
 
 from . import loop
 from .calibrate import fit_calibration

@@ -40,9 +40,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from data.files import write_text_atomic
-from data.vocab import CONDITIONS, STAGES, TTA_MODES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES, tta_mode
-from models.checkpoint import inference_meta, load_checkpoint, save_checkpoint, write_safetensors
+from scalpscan.data.files import write_text_atomic
+from scalpscan.data.vocab import CONDITIONS, STAGES, TTA_MODES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES, tta_mode
+from scalpscan.models.checkpoint import inference_meta, load_checkpoint, save_checkpoint, write_safetensors
 
 from .calibrate import fit_calibration
 from .config import (
@@ -653,7 +653,7 @@ def _truncate_log(path: Path, keep_epochs_below: int) -> None:
 
 
 def _load_rows(config: TrainConfig) -> tuple[list[Any], list[Any]]:
-    from data.manifest import read_manifest
+    from scalpscan.data.manifest import read_manifest
 
     if not config.data:
         raise TrainingError("no training manifest: give --data MANIFEST (or data: in the config)")
@@ -661,7 +661,7 @@ def _load_rows(config: TrainConfig) -> tuple[list[Any], list[Any]]:
     if config.val:
         val_rows = read_manifest(config.val)
     else:
-        from data.splits import split_rows
+        from scalpscan.data.splits import split_rows
 
         parts = split_rows(train_rows, (1 - config.val_fraction, config.val_fraction),
                            seed=config.seed)
@@ -683,7 +683,7 @@ def read_train_extra(config: TrainConfig, rows: Sequence[Any]) -> list[Any]:
         TrainingError: when a person of the extra manifest is also in ``rows`` (``data``
             and ``val``): that person would be trained on and validated on at once.
     """
-    from data.manifest import read_manifest
+    from scalpscan.data.manifest import read_manifest
 
     if not config.train_extra:
         return []
@@ -700,14 +700,14 @@ def read_train_extra(config: TrainConfig, rows: Sequence[Any]) -> list[Any]:
 
 
 def _build_model(config: TrainConfig) -> nn.Module:
-    from models import create_model
+    from scalpscan.models import create_model
 
     if not config.init_from:
         return create_model(config.model, **model_kwargs(config))
     # Fine-tuning a trained scalpscan model (e.g. renders first, then real photos, or a
     # clinic's own photos): every weight, heads included, comes from that run.
-    from models import CheckpointError, load_checkpoint
-    from models.pretrained import state_dict_problems
+    from scalpscan.models import CheckpointError, load_checkpoint
+    from scalpscan.models.pretrained import state_dict_problems
 
     try:
         source, meta = load_checkpoint(config.init_from)
@@ -742,8 +742,8 @@ def _model_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]
 
 def _make_datasets(config: TrainConfig, train_rows: list[Any], val_rows: list[Any],
                    mean: Sequence[float], std: Sequence[float]) -> tuple[Dataset, Dataset]:
-    from data.dataset import ScalpDataset
-    from data.transforms import build_transforms
+    from scalpscan.data.dataset import ScalpDataset
+    from scalpscan.data.transforms import build_transforms
 
     train_tf = build_transforms(config.image_size, mean, std, train=True,
                                 seed=config.seed, **transform_kwargs(config))
@@ -1097,7 +1097,7 @@ def _column_values(rows: Sequence[Any], column: str) -> list[str]:
 
 
 def _rows_to_evaluate(manifest: str | os.PathLike) -> list[Any]:
-    from data.manifest import read_manifest
+    from scalpscan.data.manifest import read_manifest
 
     rows = read_manifest(manifest)
     if not rows:
@@ -1110,8 +1110,8 @@ def run_outputs(model_path: str | os.PathLike, rows: Sequence[Any], *, batch_siz
                 tta: str | None = None) -> tuple[Predictions, nn.Module, dict[str, Any]]:
     """A trained run's raw outputs on manifest ``rows`` (with its own input size and
     normalisation), the loaded network and its ``model.json``."""
-    from data.dataset import ScalpDataset
-    from data.transforms import build_transforms
+    from scalpscan.data.dataset import ScalpDataset
+    from scalpscan.data.transforms import build_transforms
 
     torch_device = torch.device(device)
     model, meta = load_checkpoint(model_path, map_location=torch_device)

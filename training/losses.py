@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from data.vocab import CONDITIONS, VIEWS
-from training.config import MASK_RESOLUTIONS
+from scalpscan.data.vocab import CONDITIONS, VIEWS
+from scalpscan.training.config import MASK_RESOLUTIONS
 
 __all__ = [
     "HEADS",

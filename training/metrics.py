@@ -23,7 +23,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from scalpscan.data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
 
 __all__ = [
     "Predictions",

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_curve  # noqa: E402
 
-from data.files import atomic_write  # noqa: E402
-from data.vocab import CONDITIONS, STAGES  # noqa: E402
+from scalpscan.data.files import atomic_write  # noqa: E402
+from scalpscan.data.vocab import CONDITIONS, STAGES  # noqa: E402
 
 from .metrics import (  # noqa: E402
     Predictions,

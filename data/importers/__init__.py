@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from data.importers._common import (
+from scalpscan.data.importers._common import (
     ImportFormatError,
     ImportResult,
     LabelSet,
@@ -35,9 +35,9 @@ __all__ = [
 
 #: Format name -> (module, function). Modules load on first use.
 FORMATS: dict[str, tuple[str, str]] = {
-    "imagefolder": ("data.importers.imagefolder", "import_imagefolder"),
-    "roboflow": ("data.importers.roboflow", "import_roboflow"),
-    "coco": ("data.importers.coco", "import_coco"),
+    "imagefolder": ("scalpscan.data.importers.imagefolder", "import_imagefolder"),
+    "roboflow": ("scalpscan.data.importers.roboflow", "import_roboflow"),
+    "coco": ("scalpscan.data.importers.coco", "import_coco"),
 }
 
 

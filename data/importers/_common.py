@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from data.decode import IMAGE_EXTENSIONS
-from data.manifest import ManifestRow
-from data.vocab import CONDITIONS, STAGES, ZONES, parse_view
+from scalpscan.data.decode import IMAGE_EXTENSIONS
+from scalpscan.data.manifest import ManifestRow
+from scalpscan.data.vocab import CONDITIONS, STAGES, ZONES, parse_view
 
 __all__ = [
     "IMAGE_EXTENSIONS",

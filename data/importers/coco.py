@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data.decode import ImageDecodeError, image_size
-from data.files import atomic_write
-from data.importers._common import (
+from scalpscan.data.decode import ImageDecodeError, image_size
+from scalpscan.data.files import atomic_write
+from scalpscan.data.importers._common import (
     DEFAULT_SUBJECT_PATTERN,
     ImportFormatError,
     ImportResult,
@@ -35,8 +35,8 @@ from data.importers._common import (
     view_from_name,
     zone_for_name,
 )
-from data.manifest import ManifestRow
-from data.vocab import CONDITIONS, STAGES, condition_bit, parse_view, zone_bit
+from scalpscan.data.manifest import ManifestRow
+from scalpscan.data.vocab import CONDITIONS, STAGES, condition_bit, parse_view, zone_bit
 
 __all__ = ["import_coco", "rle_to_mask", "polygons_to_mask"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.importers._common import (
+from scalpscan.data.importers._common import (
     DEFAULT_SUBJECT_PATTERN,
     IMAGE_EXTENSIONS,
     ImportFormatError,
@@ -29,8 +29,8 @@ from data.importers._common import (
     subject_from_name,
     view_from_name,
 )
-from data.manifest import ManifestRow
-from data.vocab import CONDITIONS
+from scalpscan.data.manifest import ManifestRow
+from scalpscan.data.vocab import CONDITIONS
 
 __all__ = ["import_imagefolder"]
 

@@ -15,7 +15,7 @@ import io
 import re
 from pathlib import Path
 
-from data.importers._common import (
+from scalpscan.data.importers._common import (
     DEFAULT_SUBJECT_PATTERN,
     IMAGE_EXTENSIONS,
     ImportFormatError,
@@ -25,8 +25,8 @@ from data.importers._common import (
     subject_from_name,
     view_from_name,
 )
-from data.manifest import ManifestRow
-from data.vocab import CONDITIONS
+from scalpscan.data.manifest import ManifestRow
+from scalpscan.data.vocab import CONDITIONS
 
 __all__ = ["import_roboflow", "original_name"]
 

@@ -7,10 +7,10 @@ masks, a manifest and a contact sheet. Lower-level pieces: `sample_subject` (one
 
 from __future__ import annotations
 
-from data.synth.contact_sheet import contact_sheet, write_contact_sheet
-from data.synth.dataset import SynthOptions, render_index, subject_for, synthesize
-from data.synth.render import Photo, render_photo
-from data.synth.subject import Subject, sample_subject
+from scalpscan.data.synth.contact_sheet import contact_sheet, write_contact_sheet
+from scalpscan.data.synth.dataset import SynthOptions, render_index, subject_for, synthesize
+from scalpscan.data.synth.render import Photo, render_photo
+from scalpscan.data.synth.subject import Subject, sample_subject
 
 __all__ = [
     "Photo",

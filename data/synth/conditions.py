@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.synth.subject import Subject
-from data.vocab import condition_bit, zone_bit
+from scalpscan.data.synth.subject import Subject
+from scalpscan.data.vocab import condition_bit, zone_bit
 
 __all__ = ["ScalpMaps", "scalp_maps", "THINNING_THRESHOLD"]
 

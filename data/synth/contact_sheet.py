@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from data.vocab import CONDITIONS, condition_bit
+from scalpscan.data.vocab import CONDITIONS, condition_bit
 
 __all__ = ["contact_sheet", "write_contact_sheet", "OUTLINE_COLOURS"]
 

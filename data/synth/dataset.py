@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.synth.render import Photo, render_photo
-from data.synth.subject import Subject, sample_subject
-from data.vocab import CONDITIONS, MANIFEST_COLUMNS, VIEWS
+from scalpscan.data.synth.render import Photo, render_photo
+from scalpscan.data.synth.subject import Subject, sample_subject
+from scalpscan.data.vocab import CONDITIONS, MANIFEST_COLUMNS, VIEWS
 
 __all__ = [
     "SynthOptions",
@@ -182,9 +182,9 @@ def synthesize(
         contact_sheet: photos on the contact sheet (0 = no sheet).
         progress: called with (done, n) now and then.
     """
-    from data.manifest import ManifestRow, write_manifest
+    from scalpscan.data.manifest import ManifestRow, write_manifest
 
-    from data.synth.contact_sheet import write_contact_sheet
+    from scalpscan.data.synth.contact_sheet import write_contact_sheet
 
     _check_seed(seed)
     if not isinstance(n, int) or n < 1:

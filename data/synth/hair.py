@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from data.synth.subject import Subject
+from scalpscan.data.synth.subject import Subject
 
 __all__ = ["hair_directions", "strand_polylines", "paint_strands"]
 

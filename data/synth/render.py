@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from data.synth import head as H
-from data.synth.conditions import scalp_maps
-from data.synth.hair import hair_directions, paint_strands, strand_polylines
-from data.synth.subject import Subject
-from data.vocab import CONDITIONS, VIEWS, condition_bit
+from scalpscan.data.synth import head as H
+from scalpscan.data.synth.conditions import scalp_maps
+from scalpscan.data.synth.hair import hair_directions, paint_strands, strand_polylines
+from scalpscan.data.synth.subject import Subject
+from scalpscan.data.vocab import CONDITIONS, VIEWS, condition_bit
 
 __all__ = ["Photo", "render_photo", "sample_camera", "min_loss_pixels"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data.vocab import HAIR_COLOURS, SKIN_TONES
+from scalpscan.data.vocab import HAIR_COLOURS, SKIN_TONES
 
 __all__ = ["Patch", "Subject", "sample_subject", "SKIN_RGB", "HAIR_RGB"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from inference.report.render import patient_filename, render_index, render_patient, write_reports
-from inference.report.results import MergeSummary, ResultsError, read_results
+from scalpscan.inference.report.render import patient_filename, render_index, render_patient, write_reports
+from scalpscan.inference.report.results import MergeSummary, ResultsError, read_results
 
 __all__ = [
     "MergeSummary",

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from data.vocab import CONDITIONS, ZONES
+from scalpscan.data.vocab import CONDITIONS, ZONES
 
 try:  # the project's decoder (EXIF orientation, HEIC, odd modes, bomb limits)
-    from data.decode import ImageDecodeError, load_image
+    from scalpscan.data.decode import ImageDecodeError, load_image
 except ImportError:  # pragma: no cover - data.decode is part of the project; kept for partial checkouts
     load_image = None  # type: ignore[assignment]
 

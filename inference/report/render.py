@@ -20,12 +20,12 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from data.files import write_text_atomic
-from data.vocab import CONDITIONS, STAGES, ZONES
-from inference.intake import Intake, join_intake
-from inference.report.charts import bar_chart
-from inference.report.images import ZONE_COLOURS, photo_figure
-from inference.rules.engine import (
+from scalpscan.data.files import write_text_atomic
+from scalpscan.data.vocab import CONDITIONS, STAGES, ZONES
+from scalpscan.inference.intake import Intake, join_intake
+from scalpscan.inference.report.charts import bar_chart
+from scalpscan.inference.report.images import ZONE_COLOURS, photo_figure
+from scalpscan.inference.rules.engine import (
     DECISIONS,
     RECOMMENDATIONS,
     Assessment,

@@ -5,7 +5,7 @@ Importing this package never imports torch.
 
 from __future__ import annotations
 
-from inference.rules.engine import (
+from scalpscan.inference.rules.engine import (
     CAUTIONS,
     DECISIONS,
     DEFAULT_RULES_PATH,

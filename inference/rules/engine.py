@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from data.vocab import CONDITIONS, SEXES, STAGES, VIEWS, ZONES
-from inference.intake import Intake
+from scalpscan.data.vocab import CONDITIONS, SEXES, STAGES, VIEWS, ZONES
+from scalpscan.inference.intake import Intake
 
 __all__ = [
     "DECISIONS",

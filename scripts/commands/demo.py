@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def step_synth(ctx: DemoContext) -> None:
     """Render the synthetic data set and its contact sheet into OUT/synth."""
-    from data.synth.dataset import SynthOptions, synthesize
+    from scalpscan.data.synth.dataset import SynthOptions, synthesize
 
     folder = ctx.out / "synth"
     manifest = synthesize(
@@ -80,7 +80,7 @@ def step_synth(ctx: DemoContext) -> None:
 
 def _scalpscan(*argv: str, ok: tuple[int, ...] = (0,)) -> int:
     """Run a `scalpscan` command in this process, as a user would; stop the demo if it fails."""
-    from scripts.cli import main
+    from scalpscan.scripts.cli import main
 
     print("  $ scalpscan " + " ".join(argv), flush=True)
     code = main(list(argv))
@@ -91,7 +91,7 @@ def _scalpscan(*argv: str, ok: tuple[int, ...] = (0,)) -> int:
 
 def _has_pretrained(backbone: str) -> bool:
     """Whether the backbone's ImageNet weights are installed (the `pretrained` extra)."""
-    from models.pretrained import LITE_PACKAGES, PretrainedError, lite_package_weights
+    from scalpscan.models.pretrained import LITE_PACKAGES, PretrainedError, lite_package_weights
 
     if backbone not in LITE_PACKAGES:
         return False
@@ -131,7 +131,7 @@ def _write_intake(manifest: Path, out: Path) -> int:
     """A sample intake sheet for the held-out patients: their sex, and some cautions."""
     import csv
 
-    from inference.intake import INTAKE_COLUMNS
+    from scalpscan.inference.intake import INTAKE_COLUMNS
 
     subjects: dict[str, str] = {}
     with manifest.open(newline="", encoding="utf-8") as handle:

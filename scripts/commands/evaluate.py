@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data.vocab import TTA_MODES
+from scalpscan.data.vocab import TTA_MODES
 
 HELP = "evaluate a run on a manifest: metrics.json, a metrics table and plots"
 
@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, write metrics.json and plots."""
     from pathlib import Path
 
-    from data.manifest import ManifestError
-    from models.checkpoint import CheckpointError
-    from training.loop import TrainingError, evaluate_run
-    from training.metrics import format_metrics
+    from scalpscan.data.manifest import ManifestError
+    from scalpscan.models.checkpoint import CheckpointError
+    from scalpscan.training.loop import TrainingError, evaluate_run
+    from scalpscan.training.metrics import format_metrics
 
     model = Path(args.model)
     if not model.exists():
@@ -106,10 +106,10 @@ def run(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace, run_dir) -> int:
     from pathlib import Path
 
-    from data.manifest import ManifestError
-    from models.checkpoint import CheckpointError
-    from training.loop import TrainingError, compare_runs
-    from training.metrics import format_comparison
+    from scalpscan.data.manifest import ManifestError
+    from scalpscan.models.checkpoint import CheckpointError
+    from scalpscan.training.loop import TrainingError, compare_runs
+    from scalpscan.training.metrics import format_comparison
 
     if args.ci < 1:
         return _fail(f"--ci {args.ci}: a comparison needs at least one bootstrap draw")

@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, check parity, print where the file is."""
-    from inference.export import ExportError, export_onnx
-    from models.checkpoint import CheckpointError
+    from scalpscan.inference.export import ExportError, export_onnx
+    from scalpscan.models.checkpoint import CheckpointError
 
     if not str(args.out).endswith(".onnx"):
         print(f"scalpscan export: error: --out {args.out}: give a file name ending in .onnx", file=sys.stderr)

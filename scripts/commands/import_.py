@@ -43,7 +43,7 @@ skip. --map NAME=LABEL[,LABEL] or --map mapping.yaml ({NAME: [labels]}) override
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scalpscan import`."""
-    from data.dedup import DEFAULT_THRESHOLD
+    from scalpscan.data.dedup import DEFAULT_THRESHOLD
 
     parser.add_argument("format", choices=("imagefolder", "roboflow", "coco"), help="layout of SRC")
     parser.add_argument("src", type=Path, help="folder (imagefolder, roboflow) or COCO JSON file / folder")
@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _summary(rows) -> str:
-    from data.vocab import CONDITIONS, VIEWS
+    from scalpscan.data.vocab import CONDITIONS, VIEWS
 
     stages = Counter(r.stage for r in rows)
     views = Counter(r.view for r in rows)
@@ -113,11 +113,11 @@ def _summary(rows) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Import, optionally split, write the manifest(s) and print the leakage report."""
-    from data.dedup import find_cross_subject_duplicates, find_near_duplicates, leakage_report
-    from data.importers import ImportFormatError, get_importer, parse_mapping
-    from data.importers._common import DEFAULT_SUBJECT_PATTERN
-    from data.manifest import ManifestError, read_manifest, write_manifest
-    from data.splits import parse_ratios, shared_subjects, split_rows
+    from scalpscan.data.dedup import find_cross_subject_duplicates, find_near_duplicates, leakage_report
+    from scalpscan.data.importers import ImportFormatError, get_importer, parse_mapping
+    from scalpscan.data.importers._common import DEFAULT_SUBJECT_PATTERN
+    from scalpscan.data.manifest import ManifestError, read_manifest, write_manifest
+    from scalpscan.data.splits import parse_ratios, shared_subjects, split_rows
 
     out: Path = args.out
     try:

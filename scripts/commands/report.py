@@ -31,10 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Merge the results, assess each patient, write the pages; returns the exit code."""
-    from inference.intake import IntakeError, join_intake, read_intake
-    from inference.report.render import write_reports
-    from inference.report.results import ResultsError, read_results
-    from inference.rules.engine import RulesError, load_rules
+    from scalpscan.inference.intake import IntakeError, join_intake, read_intake
+    from scalpscan.inference.report.render import write_reports
+    from scalpscan.inference.report.results import ResultsError, read_results
+    from scalpscan.inference.rules.engine import RulesError, load_rules
 
     try:
         rules = load_rules(args.rules)

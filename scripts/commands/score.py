@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from data.vocab import TTA_MODES
+from scalpscan.data.vocab import TTA_MODES
 
 HELP = "score photos (files, folders, manifests) into results.jsonl, resumable and shardable"
 
@@ -17,7 +17,7 @@ examples:
   scalpscan score photos/ --model runs/demo --out results.jsonl --intake intake.csv --report-dir reports/
   scalpscan score day1/ day2/*.heic --model model.onnx --out results.csv
   scalpscan score photos/ --model runs/demo --out part0.jsonl --shard 0/4     # machine 1 of 4
-  torchrun --nproc-per-node 4 -m scripts.cli score photos/ --model runs/demo --out results.jsonl --device cuda
+  torchrun --nproc-per-node 4 -m scalpscan.scripts.cli score photos/ --model runs/demo --out results.jsonl --device cuda
   scalpscan score photos/ --model runs/demo --out results.jsonl --tta rot        # sideways phone photos
 
 Run the same command again after a crash or interruption: photos that already have a row
@@ -61,7 +61,7 @@ def _fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Validate every argument (intake sheet included) before scoring a photo."""
-    from inference.score import InputError, discover_inputs, parse_shard, select_shard, shard_from_env, sharded_out
+    from scalpscan.inference.score import InputError, discover_inputs, parse_shard, select_shard, shard_from_env, sharded_out
 
     out = Path(args.out)
     fmt = args.format or ("csv" if out.suffix.lower() == ".csv" else "jsonl")
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     intakes = None
     if args.intake:
-        from inference.intake import IntakeError, read_intake
+        from scalpscan.inference.intake import IntakeError, read_intake
 
         try:
             intakes, warnings = read_intake(args.intake)
@@ -110,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
         if env_shard is not None and device == "cuda":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
-    from inference.predictor import Predictor
-    from inference.score import default_workers
-    from models.checkpoint import CheckpointError
+    from scalpscan.inference.predictor import Predictor
+    from scalpscan.inference.score import default_workers
+    from scalpscan.models.checkpoint import CheckpointError
 
     workers = default_workers() if args.workers is None else args.workers
     # Model threads and decoding processes share the cores; oversubscribing them slows both.
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, CheckpointError, ValueError) as exc:
         return _fail(f"--model {args.model}: {exc}")
 
-    from inference.score import run_score
+    from scalpscan.inference.score import run_score
 
     try:
         summary = run_score(

@@ -71,7 +71,7 @@ def _fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Render the data set; returns the exit code."""
-    from data.synth.dataset import SynthOptions, synthesize
+    from scalpscan.data.synth.dataset import SynthOptions, synthesize
 
     out: Path = args.out
     if args.n < 1:

@@ -17,7 +17,7 @@ examples:
   scalpscan train --data m.csv --out runs/lite0 --overwrite   # replace the run in runs/lite0
   scalpscan train --data clinic.csv --out runs/clinic --backbone efficientnet_lite0 \
       --init-from runs/lite0 --set lr=3e-4      # fine-tune a trained model on new photos
-  torchrun --nproc-per-node 2 -m scripts.cli train --data m.csv --out runs/ddp --backbone tiny
+  torchrun --nproc-per-node 2 -m scalpscan.scripts.cli train --data m.csv --out runs/ddp --backbone tiny
   scalpscan train --data local/norwood/train/manifest.csv --out runs/cv5 --folds 5 \
       --backbone efficientnet_lite0 --pretrained      # 5-fold CV: honest figures + ensemble
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the config, then train (or resume); returns the exit code."""
     from pathlib import Path
 
-    from training.config import ConfigError, TrainConfig, load_config
+    from scalpscan.training.config import ConfigError, TrainConfig, load_config
 
     if args.resume and args.overwrite:
         return _fail("--resume and --overwrite exclude each other")
@@ -108,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
         if value and not Path(value).is_file():
             return _fail(f"--{key.replace('_', '-')} {value}: no such file")
     # torch is imported only once the arguments are known to be good.
-    from data.manifest import ManifestError
-    from training.crossval import cross_validate
-    from training.loop import TrainingError, fit
+    from scalpscan.data.manifest import ManifestError
+    from scalpscan.training.crossval import cross_validate
+    from scalpscan.training.loop import TrainingError, fit
 
     train = cross_validate if config.folds else fit
     try:

@@ -1,0 +1,47 @@
+"""scalpscan: scalp-photo analysis and scalp micropigmentation (SMP) candidacy assessment.
+
+What a script may use::
+
+    from scalpscan import Predictor, Intake, assess
+
+    predictor = Predictor.load()                  # the model that ships in the package
+    prediction = predictor.predict("P001_top.jpg")
+    assessment = assess([prediction], Intake(sex="male"))
+
+The subpackages (``scalpscan.data``, ``scalpscan.models``, ``scalpscan.training``,
+``scalpscan.inference``, ``scalpscan.scripts``) hold the rest. Names are loaded on first
+use, so ``import scalpscan`` is cheap and imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+# Public name -> module that defines it.
+_EXPORTS: dict[str, str] = {
+    "Predictor": "scalpscan.inference.predictor",
+    "Prediction": "scalpscan.inference.predictor",
+    "Intake": "scalpscan.inference.intake",
+    "read_intake": "scalpscan.inference.intake",
+    "assess": "scalpscan.inference.rules.engine",
+    "Assessment": "scalpscan.inference.rules.engine",
+    "load_rules": "scalpscan.inference.rules.engine",
+    "write_reports": "scalpscan.inference.report.render",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'scalpscan' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
