@@ -1,6 +1,6 @@
 """A torch Dataset over manifest rows: photo, masks and labels as tensors.
 
-Unknown labels travel as masks (``conditions_known``, ``zones_known``, ``loss_known``,
+Unknown labels travel as masks (``conditions_known``, ``zones_known``, ``hairloss_known``,
 ``stage``/``view`` = -1) so the losses can ignore them; nothing is guessed.
 """
 
@@ -62,7 +62,7 @@ class ScalpDataset(Dataset):
     ``__getitem__`` returns a dict of tensors: ``image`` float32 [3,S,S]; ``conditions``
     float32 [3] (0 where unknown) and ``conditions_known`` bool [3]; ``stage`` int64
     (0..6, -1 unknown); ``view`` int64 (index into VIEWS, -1 unknown); ``zones`` float32
-    [6,S,S] and ``zones_known`` bool; ``loss`` float32 [3,S,S] and ``loss_known`` bool;
+    [6,S,S] and ``zones_known`` bool; ``hairloss`` float32 [3,S,S] and ``hairloss_known`` bool;
     ``index`` int64.
 
     Args:
@@ -123,9 +123,9 @@ class ScalpDataset(Dataset):
             if out["zone_mask"] is not None
             else torch.zeros(len(ZONES), *side),
             "zones_known": torch.tensor(out["zone_mask"] is not None),
-            "loss": unpack_bits(out["loss_mask"], len(CONDITIONS))
+            "hairloss": unpack_bits(out["loss_mask"], len(CONDITIONS))
             if out["loss_mask"] is not None
             else torch.zeros(len(CONDITIONS), *side),
-            "loss_known": torch.tensor(out["loss_mask"] is not None),
+            "hairloss_known": torch.tensor(out["loss_mask"] is not None),
             "index": torch.tensor(index, dtype=torch.int64),
         }

@@ -89,7 +89,7 @@ def flip_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     mapped = dict(outputs)
     mapped["view"] = outputs["view"][:, list(VIEW_MIRROR)]
     mapped["zones"] = outputs["zones"][:, list(ZONE_MIRROR), :, ::-1]
-    mapped["loss"] = outputs["loss"][..., ::-1]
+    mapped["hairloss"] = outputs["hairloss"][..., ::-1]
     return mapped
 
 
@@ -123,7 +123,7 @@ def _augment(batch: _Batch, *, turns: int, mirror: bool) -> _Batch:
 def _restore(outputs: _Outputs, *, turns: int, mirror: bool) -> dict[str, np.ndarray]:
     mapped = dict(outputs)
     if turns % 4:
-        for key in ("zones", "loss"):
+        for key in ("zones", "hairloss"):
             mapped[key] = np.rot90(outputs[key], -turns, axes=(-2, -1))
     return flip_outputs(mapped) if mirror else mapped
 
@@ -224,7 +224,7 @@ def decode_outputs(
     offsets = meta.get("stage_offsets")
     offsets = None if offsets is None else np.asarray(offsets, dtype=np.float64)
     zone_logits = np.asarray(outputs["zones"], dtype=np.float32)
-    loss_logits = np.asarray(outputs["loss"], dtype=np.float32)
+    loss_logits = np.asarray(outputs["hairloss"], dtype=np.float32)
     decoded = []
     for i, geometry in enumerate(geometries):
         probs = {name: round(float(conditions[i, j]), 6) for j, name in enumerate(CONDITIONS)}
@@ -270,5 +270,5 @@ def mask_images(
 
     return (
         _to_photo(_bits(np.asarray(outputs["zones"][index]))),
-        _to_photo(_bits(np.asarray(outputs["loss"][index]))),
+        _to_photo(_bits(np.asarray(outputs["hairloss"][index]))),
     )

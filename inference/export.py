@@ -28,7 +28,7 @@ META_KEY = "scalpscan.model_json"
 #: metadata_props key holding the model id.
 ID_KEY = "scalpscan.model_id"
 #: Output names, in the order the graph returns them.
-OUTPUT_NAMES: tuple[str, ...] = ("conditions", "stage", "view", "zones", "loss")
+OUTPUT_NAMES: tuple[str, ...] = ("conditions", "stage", "view", "zones", "hairloss")
 
 
 class ExportError(ValueError):

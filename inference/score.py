@@ -583,7 +583,7 @@ def score_jobs(
                 _write_png(loss_png, loss_path)
                 prediction.masks = {
                     "zones": os.path.relpath(zone_path, relative_to),
-                    "loss": os.path.relpath(loss_path, relative_to),
+                    "hairloss": os.path.relpath(loss_path, relative_to),
                 }
             yield prediction.to_row()
 

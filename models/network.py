@@ -85,7 +85,7 @@ class ScalpNet(nn.Module):
         self.view_head = ClassifierHead(width, num_views, dropout=dropout)
         self.decoder = FPNDecoder(self.backbone.channels, decoder_channels)
         self.zones_head = DenseHead(decoder_channels, num_zones)
-        self.loss_head = DenseHead(decoder_channels, num_conditions)
+        self.hairloss_head = DenseHead(decoder_channels, num_conditions)
         #: Preprocessing the model expects (timm's ``pretrained_cfg``): input side and the
         #: normalisation of its backbone's pretrained weights.
         self.pretrained_cfg: dict[str, Any] = {
@@ -107,7 +107,7 @@ class ScalpNet(nn.Module):
             "stage": self.stage_head(pooled),
             "view": self.view_head(pooled),
             "zones": self.zones_head(decoded),
-            "loss": self.loss_head(decoded),
+            "hairloss": self.hairloss_head(decoded),
         }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

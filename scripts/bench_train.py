@@ -60,7 +60,7 @@ REAL_RECIPE: dict[str, Any] = {
     "weight_decay": 0.05,
     "warmup_epochs": 1.0,
     "rotate90_p": 0.5,  # the export holds sideways copies of each photo
-    "loss_weights": {"conditions": 0.0, "stage": 1.0, "view": 0.3, "zones": 0.0, "loss": 0.0},
+    "loss_weights": {"conditions": 0.0, "stage": 1.0, "view": 0.3, "zones": 0.0, "hairloss": 0.0},
     "stage_view_weights": {"front": 2.0, "top": 2.0, "back": 0.5, "left": 0.5, "right": 0.5},
     # A first recipe (backbone LR x0.3, early stopping on val_loss_stage, patience 4) stopped
     # at epoch 7 of 12 while the training loss was still high; the validation loss of 16
@@ -649,7 +649,7 @@ def run_synth2real(args: argparse.Namespace) -> None:
     render_rows = read_manifest(renders)[: args.n_renders]
     # The renders only train (train_extra): both runs validate on the same real persons.
     extra = _write_rows(render_rows, CACHE / f"renders{args.n_renders}_{size}" / "train.csv")
-    heads = {"conditions": 1.0, "stage": 1.0, "view": 0.3, "zones": 1.0, "loss": 1.0}
+    heads = {"conditions": 1.0, "stage": 1.0, "view": 0.3, "zones": 1.0, "hairloss": 1.0}
     recipe = {**REAL_RECIPE, "image_size": args.image_size or 128, "epochs": args.epochs or 6,
               "loss_weights": heads}
     results = {}

@@ -50,8 +50,8 @@ def _overconfident(n: int = 3000, scale: float = 4.0, seed: int = 0) -> Predicti
         view=view,
         zone_counts=np.zeros((n, len(ZONES), 3)),
         zones_known=np.zeros(n, bool),
-        loss_counts=np.zeros((n, len(CONDITIONS), 3)),
-        loss_known=np.zeros(n, bool),
+        hairloss_counts=np.zeros((n, len(CONDITIONS), 3)),
+        hairloss_known=np.zeros(n, bool),
         index=np.arange(n),
     )
 
@@ -180,7 +180,7 @@ def test_decoder_applies_the_stage_offsets_like_the_metrics() -> None:
         "view": np.zeros((n, len(VIEWS))),
         "stage": logits,
         "zones": np.full((n, len(ZONES), 16, 16), -5.0),
-        "loss": np.full((n, len(CONDITIONS), 16, 16), -5.0),
+        "hairloss": np.full((n, len(CONDITIONS), 16, 16), -5.0),
     }
     rows = decode_outputs(outputs, meta, [Geometry(64, 64, 1.0, 1.0)] * n)
     probs = ordinal_probabilities(logits, temperature, offsets)

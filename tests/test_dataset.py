@@ -44,19 +44,19 @@ def test_items_follow_the_contract(manifest):
         "image": ((3, 32, 32), torch.float32), "conditions": ((3,), torch.float32),
         "conditions_known": ((3,), torch.bool), "stage": ((), torch.int64), "view": ((), torch.int64),
         "zones": ((6, 32, 32), torch.float32), "zones_known": ((), torch.bool),
-        "loss": ((3, 32, 32), torch.float32), "loss_known": ((), torch.bool), "index": ((), torch.int64),
+        "hairloss": ((3, 32, 32), torch.float32), "hairloss_known": ((), torch.bool), "index": ((), torch.int64),
     }
     for key, (shape, dtype) in expected.items():
         assert tuple(item[key].shape) == shape and item[key].dtype == dtype, key
     assert item["conditions"].tolist() == [1, 0, 0] and item["conditions_known"].all()
     assert item["stage"] == 3 and item["view"] == VIEWS.index("front")
-    assert item["zones_known"] and item["loss_known"]
+    assert item["zones_known"] and item["hairloss_known"]
     # 60x40 letterboxed to 32x32: the left half of the photo is hairline + donor, nothing else.
     hairline, donor = ZONES.index("hairline"), ZONES.index("donor")
     assert item["zones"][hairline, 16, 5] == 1 and item["zones"][donor, 16, 5] == 1
     assert item["zones"][hairline, 16, 28] == 0
     assert item["zones"].sum(dim=(1, 2))[[1, 2, 3, 4]].sum() == 0
-    assert item["loss"][0].sum() > 0 and item["loss"][1:].sum() == 0
+    assert item["hairloss"][0].sum() > 0 and item["hairloss"][1:].sum() == 0
 
 
 def test_unknown_labels_travel_as_masks(manifest):
@@ -65,7 +65,7 @@ def test_unknown_labels_travel_as_masks(manifest):
     assert item["conditions_known"].tolist() == [False, True, False]
     assert item["conditions"].tolist() == [0, 1, 0]
     assert item["stage"] == -1 and item["view"] == -1
-    assert not item["zones_known"] and not item["loss_known"]
+    assert not item["zones_known"] and not item["hairloss_known"]
     assert item["zones"].abs().sum() == 0 and item["index"] == 1
     assert ds[2]["stage"] == 6
 

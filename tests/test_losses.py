@@ -28,7 +28,7 @@ def _outputs(batch: int = 4, size: int = 16, seed: int = 0) -> dict[str, torch.T
         "stage": torch.randn(batch, 6, generator=g).requires_grad_(),
         "view": torch.randn(batch, len(VIEWS), generator=g).requires_grad_(),
         "zones": torch.randn(batch, len(ZONES), size // 4, size // 4, generator=g).requires_grad_(),
-        "loss": torch.randn(batch, len(CONDITIONS), size // 4, size // 4, generator=g).requires_grad_(),
+        "hairloss": torch.randn(batch, len(CONDITIONS), size // 4, size // 4, generator=g).requires_grad_(),
     }
 
 
@@ -42,8 +42,8 @@ def _batch(batch: int = 4, size: int = 16, seed: int = 1) -> dict[str, torch.Ten
         "view": torch.tensor([0, 1, -1, 3][:batch]),
         "zones": (torch.rand(batch, len(ZONES), size, size, generator=g) > 0.5).float(),
         "zones_known": torch.tensor([True, False, True, False][:batch]),
-        "loss": (torch.rand(batch, len(CONDITIONS), size, size, generator=g) > 0.5).float(),
-        "loss_known": torch.tensor([False, True, False, False][:batch]),
+        "hairloss": (torch.rand(batch, len(CONDITIONS), size, size, generator=g) > 0.5).float(),
+        "hairloss_known": torch.tensor([False, True, False, False][:batch]),
     }
 
 
@@ -83,7 +83,7 @@ def test_every_label_unknown_gives_zero_loss_and_zero_gradient() -> None:
     batch["stage"][:] = -1
     batch["view"][:] = -1
     batch["zones_known"][:] = False
-    batch["loss_known"][:] = False
+    batch["hairloss_known"][:] = False
     total, parts = MultiTaskLoss()(out, batch)
     total.backward()
     assert total.item() == 0.0
@@ -101,7 +101,7 @@ def test_multitask_gradients_skip_unknown_photos_in_every_head() -> None:
     assert torch.all(out["view"].grad[batch["view"] < 0] == 0)
     assert torch.all(out["zones"].grad[~batch["zones_known"]] == 0)
     assert torch.all(out["zones"].grad[batch["zones_known"]].abs().sum() > 0)
-    assert torch.all(out["loss"].grad[~batch["loss_known"]] == 0)
+    assert torch.all(out["hairloss"].grad[~batch["hairloss_known"]] == 0)
 
 
 def test_ordinal_targets_are_cumulative() -> None:
@@ -234,8 +234,8 @@ def test_pos_weight_raises_the_loss_of_missed_positives() -> None:
 def test_head_weights_and_unknown_head_name() -> None:
     out, batch = _outputs(), _batch()
     _, parts = MultiTaskLoss()(out, batch)
-    total, parts_off = MultiTaskLoss(weights={"zones": 0.0, "loss": 0.0, "view": 2.0})(out, batch)
-    assert "zones" not in parts_off and "loss" not in parts_off
+    total, parts_off = MultiTaskLoss(weights={"zones": 0.0, "hairloss": 0.0, "view": 2.0})(out, batch)
+    assert "zones" not in parts_off and "hairloss" not in parts_off
     expected = parts["conditions"] + parts["stage"] + 2 * parts["view"]
     assert total.item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="unknown loss head"):

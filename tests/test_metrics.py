@@ -250,8 +250,8 @@ def _predictions(n: int = 6) -> Predictions:
         view=np.arange(n) % len(VIEWS),
         zone_counts=np.tile(np.array([[4, 4, 4]]), (n, len(ZONES), 1)),
         zones_known=np.ones(n, bool),
-        loss_counts=np.zeros((n, len(CONDITIONS), 3)),
-        loss_known=np.zeros(n, bool),
+        hairloss_counts=np.zeros((n, len(CONDITIONS), 3)),
+        hairloss_known=np.zeros(n, bool),
         index=np.arange(n),
         subjects=["a", "a", "b", "b", "c", "c"][:n],
     )
@@ -263,7 +263,7 @@ def test_compute_metrics_and_breakdown_by_a_column() -> None:
     assert m["stage"]["accuracy"] == 1.0 and m["stage"]["n"] == 5
     assert m["view"]["accuracy"] == 1.0
     assert m["zones"]["mean_iou"] == 1.0
-    assert m["loss_map"]["n"] == 0 and m["loss_map"]["mean_iou"] is None
+    assert m["hairloss_map"]["n"] == 0 and m["hairloss_map"]["mean_iou"] is None
     assert m["stage_person"]["n"] == 3
     by = metrics_by(preds, "skin_tone", ["I", "I", "VI", "VI", "VI", ""])
     assert set(by) == {"I", "VI", "(empty)"}

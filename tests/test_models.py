@@ -93,12 +93,12 @@ def test_backbone_and_network_shapes(name: str) -> None:
                                               model.backbone.reductions):
             assert feature.shape == (batch, channels, size // stride, size // stride)
         out = model.forward_head(features)
-    assert set(out) == {"conditions", "stage", "view", "zones", "loss"}
+    assert set(out) == {"conditions", "stage", "view", "zones", "hairloss"}
     assert out["conditions"].shape == (batch, 3)
     assert out["stage"].shape == (batch, 6)
     assert out["view"].shape == (batch, 5)
     assert out["zones"].shape == (batch, 6, size // 4, size // 4)
-    assert out["loss"].shape == (batch, 3, size // 4, size // 4)
+    assert out["hairloss"].shape == (batch, 3, size // 4, size // 4)
     assert all(torch.isfinite(v).all() for v in out.values())
     assert model.pretrained_cfg["input_size"] == size
     assert len(model.pretrained_cfg["mean"]) == len(model.pretrained_cfg["std"]) == 3
@@ -112,7 +112,7 @@ def test_network_takes_other_input_sides(size: int) -> None:
         out = model(_images(1, size))
     side = (size + 3) // 4
     assert out["zones"].shape == (1, 6, side, side)
-    assert out["loss"].shape == (1, 3, side, side)
+    assert out["hairloss"].shape == (1, 3, side, side)
 
 
 def test_tiny_backbone_is_tiny_and_outputs_depend_on_the_input() -> None:
@@ -214,7 +214,7 @@ def test_ordinal_probabilities_stay_a_distribution_for_unordered_logits() -> Non
 def test_network_exports_to_onnx_with_the_same_outputs(tmp_path) -> None:
     ort = pytest.importorskip("onnxruntime")
     model = create_model("scalpnet", backbone="tiny", image_size=64).eval()
-    names = ["conditions", "stage", "view", "zones", "loss"]
+    names = ["conditions", "stage", "view", "zones", "hairloss"]
     path = tmp_path / "tiny.onnx"
     torch.onnx.export(model, (_images(2),), str(path), input_names=["image"],
                       output_names=names, dynamic_axes={"image": {0: "batch"}}, dynamo=False)

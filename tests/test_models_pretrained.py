@@ -143,7 +143,7 @@ def test_earlier_run_checkpoint_seeds_the_backbone(tmp_path: Path) -> None:
     for key, value in run.backbone.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[key], value)
     assert all(k.startswith(("decoder.", "conditions_head.", "stage_head.", "view_head.",
-                             "zones_head.", "loss_head.")) for k in model.pretrained_report.dropped)
+                             "zones_head.", "hairloss_head.")) for k in model.pretrained_report.dropped)
 
 
 def test_weights_of_another_network_are_refused_with_what_is_missing(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_thresholds_and_temperature_are_applied(run_dir: Path) -> None:
             "stage": np.array([[3.0, 2.0, 0.5, -0.5, -2.0, -3.0]]),
             "view": np.array([[0.0, 3.0, 0.0, 0.0, 0.0]]),
             "zones": np.full((1, 6, 4, 4), -5.0),
-            "loss": np.full((1, 3, 4, 4), -5.0),
+            "hairloss": np.full((1, 3, 4, 4), -5.0),
         },
         {"input_size": 16, "thresholds": {"thinning": 0.9, "alopecia_patch": 0.1, "transplant_scar": 0.5}},
         [Geometry(16, 16, 1.0, 1.0)],
@@ -85,7 +85,7 @@ def test_thresholds_and_temperature_are_applied(run_dir: Path) -> None:
             "stage": np.array([[3.0, 2.0, 0.5, -0.5, -2.0, -3.0]]),
             "view": np.array([[0.0, 3.0, 0.0, 0.0, 0.0]]),
             "zones": np.full((1, 6, 4, 4), -5.0),
-            "loss": np.full((1, 3, 4, 4), -5.0),
+            "hairloss": np.full((1, 3, 4, 4), -5.0),
         },
         {"input_size": 16, "temperature": {"conditions": 100.0, "stage": 1.0, "view": 100.0}},
         [Geometry(16, 16, 1.0, 1.0)],
@@ -101,7 +101,7 @@ def test_stage_is_monotone_even_for_disordered_logits() -> None:
             "stage": np.array([[-1.0, 4.0, 4.0, -3.0, -3.0, -3.0]]),  # P(>1) < P(>2): disordered
             "view": np.zeros((1, 5)),
             "zones": np.zeros((1, 6, 2, 2)) - 9,
-            "loss": np.zeros((1, 3, 2, 2)) - 9,
+            "hairloss": np.zeros((1, 3, 2, 2)) - 9,
         },
         {"input_size": 8},
         [Geometry(8, 8, 1.0, 1.0)],
@@ -117,7 +117,7 @@ def test_zone_boxes_are_in_photo_pixels_and_loss_fraction_counts_the_zone() -> N
     loss = np.full((1, 3, 16, 16), -5.0)
     loss[0, 0, 4:6, 2:6] = 5.0  # half the crown
     row = decode_outputs(
-        {"conditions": np.zeros((1, 3)), "stage": np.zeros((1, 6)), "view": np.zeros((1, 5)), "zones": zones, "loss": loss},
+        {"conditions": np.zeros((1, 3)), "stage": np.zeros((1, 6)), "view": np.zeros((1, 5)), "zones": zones, "hairloss": loss},
         {"input_size": 64},
         [Geometry(width=200, height=100, scale_x=0.32, scale_y=0.32, pad_x=0.0, pad_y=16.0)],
     )[0]
@@ -135,13 +135,13 @@ def test_flip_swaps_left_right_views_and_temples() -> None:
         "stage": np.zeros((1, 6)),
         "view": np.eye(5)[[VIEWS.index("left")]],
         "zones": zones,
-        "loss": np.arange(6, dtype=float).reshape(1, 1, 2, 3).repeat(3, 1),
+        "hairloss": np.arange(6, dtype=float).reshape(1, 1, 2, 3).repeat(3, 1),
     }
     flipped = flip_outputs(outputs)
     assert VIEWS[int(flipped["view"][0].argmax())] == "right"
     assert flipped["zones"][0, ZONES.index("temple_right"), :, 2].tolist() == [1.0, 1.0]
     assert flipped["zones"][0, ZONES.index("temple_left")].sum() == 0
-    assert flipped["loss"][0, 0, 0].tolist() == [2.0, 1.0, 0.0]
+    assert flipped["hairloss"][0, 0, 0].tolist() == [2.0, 1.0, 0.0]
 
 
 def test_tta_averages_with_the_mirrored_photo(run_dir: Path) -> None:
@@ -164,7 +164,7 @@ def _square_batch(predictor: Predictor, n: int = 2) -> np.ndarray:
 
 def _turn(outputs: dict[str, np.ndarray], turns: int) -> dict[str, np.ndarray]:
     """Outputs with the masks turned counter-clockwise (views and temples left alone)."""
-    return {**outputs, **{key: np.rot90(outputs[key], turns, axes=(-2, -1)) for key in ("zones", "loss")}}
+    return {**outputs, **{key: np.rot90(outputs[key], turns, axes=(-2, -1)) for key in ("zones", "hairloss")}}
 
 
 def _assert_outputs_close(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:

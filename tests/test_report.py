@@ -214,7 +214,7 @@ def test_masks_are_drawn_when_the_row_has_them(tmp_path: Path) -> None:
     Image.fromarray(zones, "L").save(tmp_path / "p_zones.png")
     Image.fromarray(loss, "L").save(tmp_path / "p_loss.png")
     plain = photo_figure({"image": "p.jpg"}, base=tmp_path)
-    masked = photo_figure({"image": "p.jpg", "masks": {"zones": "p_zones.png", "loss": "p_loss.png"},
+    masked = photo_figure({"image": "p.jpg", "masks": {"zones": "p_zones.png", "hairloss": "p_loss.png"},
                            "zones": {"crown": {"visible": True, "box": [30, 10, 60, 40], "loss_fraction": 0.1}}},
                           base=tmp_path)
     a = np.asarray(data_uri_images(f'src="{plain.src}"')[0], dtype=float)

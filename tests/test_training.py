@@ -403,7 +403,7 @@ def test_evaluation_rot_tta_is_the_mean_of_the_four_turns_turned_back(run_dir: P
         passes = []
         for k in range(4):
             outputs = model(images.rot90(k, dims=(-2, -1)))
-            for key in ("zones", "loss"):
+            for key in ("zones", "hairloss"):
                 outputs[key] = outputs[key].rot90(-k, dims=(-2, -1))
             passes.append(outputs)
         _, got = _forward_tta(model, {"image": images}, torch.device("cpu"), channels_last=False,

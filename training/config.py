@@ -45,7 +45,7 @@ __all__ = [
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 
 #: Heads the loss knows; keys of ``loss_weights``.
-_HEADS: tuple[str, ...] = ("conditions", "stage", "view", "zones", "loss")
+_HEADS: tuple[str, ...] = ("conditions", "stage", "view", "zones", "hairloss")
 #: Where the zone and loss-map losses compare logits and masks (``mask_resolution``; see
 #: ``training.losses.mask_loss``).
 MASK_RESOLUTIONS: tuple[str, ...] = ("target", "logits")

@@ -308,12 +308,12 @@ def _augment(images: Tensor, *, turns: int, mirror: bool) -> Tensor:
 def _restore(outputs: dict[str, Tensor], *, turns: int, mirror: bool) -> dict[str, Tensor]:
     mapped = dict(outputs)
     if turns % 4:
-        for key in ("zones", "loss"):
+        for key in ("zones", "hairloss"):
             mapped[key] = outputs[key].rot90(-turns, dims=(-2, -1))
     if mirror:
         mapped["view"] = mapped["view"][:, list(VIEW_MIRROR)]
         mapped["zones"] = mapped["zones"][:, list(ZONE_MIRROR)].flip(-1)
-        mapped["loss"] = mapped["loss"].flip(-1)
+        mapped["hairloss"] = mapped["hairloss"].flip(-1)
     return mapped
 
 
@@ -405,7 +405,7 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None
     model.eval()
     keep: dict[str, list[np.ndarray]] = {k: [] for k in (
         "condition_logits", "condition_targets", "condition_known", "stage_logits", "stage",
-        "view_logits", "view", "zone_counts", "zones_known", "loss_counts", "loss_known",
+        "view_logits", "view", "zone_counts", "zones_known", "hairloss_counts", "hairloss_known",
         "index")}
     sums: dict[str, float] = {}
     photos = 0
@@ -422,7 +422,7 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None
             for name, value in parts.items():
                 sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value * n
         for head, target, counts_key in (("zones", "zones", "zone_counts"),
-                                         ("loss", "loss", "loss_counts")):
+                                         ("hairloss", "hairloss", "hairloss_counts")):
             logits = outputs[head]
             size = batch[target].shape[-2:]
             if logits.shape[-2:] != size:
@@ -437,7 +437,7 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None
         keep["view_logits"].append(outputs["view"].cpu().numpy())
         keep["view"].append(batch["view"].cpu().numpy())
         keep["zones_known"].append(batch["zones_known"].cpu().numpy())
-        keep["loss_known"].append(batch["loss_known"].cpu().numpy())
+        keep["hairloss_known"].append(batch["hairloss_known"].cpu().numpy())
         keep["index"].append(batch["index"].cpu().numpy())
     arrays = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in keep.items()}
     index = arrays["index"].astype(np.int64)
@@ -451,8 +451,8 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss | None
         view=arrays["view"].astype(np.int64),
         zone_counts=arrays["zone_counts"].reshape(-1, len(ZONES), 3),
         zones_known=arrays["zones_known"].astype(bool),
-        loss_counts=arrays["loss_counts"].reshape(-1, len(CONDITIONS), 3),
-        loss_known=arrays["loss_known"].astype(bool),
+        hairloss_counts=arrays["hairloss_counts"].reshape(-1, len(CONDITIONS), 3),
+        hairloss_known=arrays["hairloss_known"].astype(bool),
         index=index,
         subjects=[subjects[i] for i in index] if subjects is not None else [],
     )
@@ -602,7 +602,7 @@ def _flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
         "conditions_macro_f1": metrics["conditions"]["macro_f1"],
         "conditions_macro_ap": metrics["conditions"]["macro_ap"],
         "zones_mean_iou": metrics["zones"]["mean_iou"],
-        "loss_map_mean_iou": metrics["loss_map"]["mean_iou"],
+        "hairloss_map_mean_iou": metrics["hairloss_map"]["mean_iou"],
     }
     if "stage_person" in metrics:
         flat["stage_person_accuracy"] = metrics["stage_person"]["accuracy"]
@@ -612,7 +612,7 @@ def _flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
 
 def _lower_is_better(monitor: str) -> bool:
     name = monitor.removeprefix("val_")
-    is_loss = name == "loss" or (name.startswith("loss_") and not name.startswith("loss_map"))
+    is_loss = name == "loss" or name.startswith("loss_")
     return is_loss or name.endswith(("_mae", "_ece"))
 
 

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: Heads of the multi-task network, in the order losses are reported.
-HEADS: tuple[str, ...] = ("conditions", "stage", "view", "zones", "loss")
+HEADS: tuple[str, ...] = ("conditions", "stage", "view", "zones", "hairloss")
 
 
 def _masked_mean(values: Tensor, weights: Tensor) -> Tensor:
@@ -233,8 +233,8 @@ class MultiTaskLoss:
         if w["zones"] > 0:
             parts["zones"] = mask_loss(outputs["zones"], batch["zones"], batch["zones_known"],
                                       resolution=self.mask_resolution)
-        if w["loss"] > 0:
-            parts["loss"] = mask_loss(outputs["loss"], batch["loss"], batch["loss_known"],
+        if w["hairloss"] > 0:
+            parts["hairloss"] = mask_loss(outputs["hairloss"], batch["hairloss"], batch["hairloss_known"],
                                      resolution=self.mask_resolution)
         total = sum((w[name] * value.float() for name, value in parts.items()),
                     start=torch.zeros((), device=outputs["stage"].device))

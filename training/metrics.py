@@ -69,8 +69,8 @@ class Predictions:
         view: [N] view index, -1 unknown.
         zone_counts: [N, Z, 3] per photo and zone: (intersection, predicted, true) pixels.
         zones_known: [N] bool.
-        loss_counts: [N, C, 3] the same for the loss map.
-        loss_known: [N] bool.
+        hairloss_counts: [N, C, 3] the same for the loss map.
+        hairloss_known: [N] bool.
         index: [N] manifest row index of each photo.
         subjects: subject id per photo ("" when not given).
     """
@@ -84,8 +84,8 @@ class Predictions:
     view: np.ndarray
     zone_counts: np.ndarray
     zones_known: np.ndarray
-    loss_counts: np.ndarray
-    loss_known: np.ndarray
+    hairloss_counts: np.ndarray
+    hairloss_known: np.ndarray
     index: np.ndarray
     subjects: list[str] = field(default_factory=list)
 
@@ -632,7 +632,7 @@ def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | Non
         "stage": stage_metrics(stage_pred, preds.stage, stage_probs),
         "view": view_metrics(preds.view_logits / t["view"], preds.view),
         "zones": mask_metrics(preds.zone_counts, preds.zones_known, ZONES),
-        "loss_map": mask_metrics(preds.loss_counts, preds.loss_known, CONDITIONS),
+        "hairloss_map": mask_metrics(preds.hairloss_counts, preds.hairloss_known, CONDITIONS),
     }
     if preds.subjects:
         result["stage_person"] = person_stage(preds.stage_logits, preds.stage, preds.subjects,
@@ -700,7 +700,7 @@ def format_metrics(metrics: Mapping, *, breakdowns: Mapping[str, Mapping] | None
     v = metrics["view"]
     lines.append("")
     lines.append(f"view accuracy {_fmt(v['accuracy'])}  ECE {_fmt(v['ece'])}  (n={v['n']})")
-    for title, key in (("zone", "zones"), ("loss map", "loss_map")):
+    for title, key in (("zone", "zones"), ("loss map", "hairloss_map")):
         m = metrics[key]
         if m["n"]:
             cells = "  ".join(f"{name} {_fmt(x['iou'])}" for name, x in m["per_class"].items())

@@ -206,7 +206,7 @@ def photo_figure(row: Mapping[str, Any], *, base: Path | None = None, max_side: 
 
     masks = row.get("masks") if isinstance(row.get("masks"), Mapping) else {}
     zones_mask = _resolve(masks.get("zones"), base)
-    loss_mask = _resolve(masks.get("loss"), base)
+    loss_mask = _resolve(masks.get("hairloss"), base)
     used_masks = False
     if zones_mask is not None or loss_mask is not None:
         try:
