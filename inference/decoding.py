@@ -12,6 +12,7 @@ Conventions:
   made non-increasing; the stage is ``1 + count(c_k > 0.5)`` and the seven stage
   probabilities are the differences of the cumulative ones.
 * view: ``softmax(logit / T_view)``.
+* an output the model cannot assess (a head no label trained) is None, never a guess.
 * zones: a zone is visible when at least :data:`MIN_ZONE_FRACTION` of the mask's pixels
   have ``sigmoid > 0.5``; its box is the bounding box of those pixels in the original
   photo's pixel coordinates; its loss fraction is the share of its pixels where any
@@ -20,23 +21,22 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
+from scipy.special import expit, softmax
 
-from scalpscan.data.vocab import CONDITIONS, STAGES, TTA_MODES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES
+from scalpscan.data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from scalpscan.models.ordinal import ordinal_index, ordinal_probabilities
 
 __all__ = [
     "MIN_ZONE_FRACTION",
     "MASK_THRESHOLD",
     "Geometry",
+    "ASSESSABLE",
     "decode_outputs",
-    "flip_outputs",
-    "merge_outputs",
-    "tta_passes",
     "mask_images",
 ]
 
@@ -46,6 +46,8 @@ MIN_ZONE_FRACTION: float = 0.002
 #: Probability above which a mask pixel belongs to a zone or shows loss.
 MASK_THRESHOLD: float = 0.5
 
+#: The outputs a model may not assess (a head no label trained), as rows name them.
+ASSESSABLE: tuple[str, ...] = (*CONDITIONS, "stage", "view", "zones", "hairloss")
 
 
 @dataclass(frozen=True)
@@ -71,88 +73,11 @@ class Geometry:
     pad_y: float = 0.0
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    shifted = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def flip_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Map the outputs for a horizontally flipped batch back to the unflipped frame.
-
-    Masks are flipped back, the left/right view logits and temple zone channels swapped.
-    """
-    mapped = dict(outputs)
-    mapped["view"] = outputs["view"][:, list(VIEW_MIRROR)]
-    mapped["zones"] = outputs["zones"][:, list(ZONE_MIRROR), :, ::-1]
-    mapped["hairloss"] = outputs["hairloss"][..., ::-1]
-    return mapped
-
-
-def merge_outputs(*outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Mean of several sets of logits (test-time augmentation)."""
-    first, *rest = outputs
-    sums = {key: np.asarray(value, dtype=np.float32) for key, value in first.items()}
-    for other in rest:
-        sums = {key: value + np.asarray(other[key], dtype=np.float32) for key, value in sums.items()}
-    return {key: value / len(outputs) for key, value in sums.items()}
-
-
-_Batch = Any  # float32 [B,3,S,S]: a NumPy array or a torch tensor
-_Outputs = Mapping[str, np.ndarray]
-
-
-def _augment(batch: _Batch, *, turns: int, mirror: bool) -> _Batch:
-    if not (turns % 4 or mirror):
-        return batch
-    if hasattr(batch, "rot90"):  # a torch tensor (pinned, maybe on the GPU) stays one
-        if mirror:
-            batch = batch.flip(-1)
-        return batch.rot90(turns, dims=(-2, -1)) if turns % 4 else batch
-    array = np.asarray(batch)
-    if mirror:
-        array = array[..., ::-1]
-    # Contiguous: torch.as_tensor refuses the negative strides of these views.
-    return np.ascontiguousarray(np.rot90(array, turns, axes=(-2, -1)))
-
-
-def _restore(outputs: _Outputs, *, turns: int, mirror: bool) -> dict[str, np.ndarray]:
-    mapped = dict(outputs)
-    if turns % 4:
-        for key in ("zones", "hairloss"):
-            mapped[key] = np.rot90(outputs[key], -turns, axes=(-2, -1))
-    return flip_outputs(mapped) if mirror else mapped
-
-
-def tta_passes(mode: str) -> list[tuple[Callable[[_Batch], _Batch], Callable[[_Outputs], dict[str, np.ndarray]]]]:
-    """The passes of a test-time augmentation mode (a key of ``data.vocab.TTA_MODES``).
-
-    Each pass is ``(augment, restore)``: ``augment`` turns (and mirrors) a batch, and
-    ``restore`` maps the outputs for that batch back to the photo as given: masks turned
-    back by the inverse turn, then unmirrored with :func:`flip_outputs`. A turn leaves the
-    view, stage and condition logits as they are. The TTA outputs are
-    ``merge_outputs(*(restore(run(augment(batch))) for augment, restore in passes))``.
-    """
-    return [(partial(_augment, turns=turns, mirror=mirror), partial(_restore, turns=turns, mirror=mirror))
-            for turns, mirror in TTA_MODES[mode]]
-
-
 def _stage(cumulative_logits: np.ndarray, temperature: float,
            offsets: np.ndarray | None = None) -> tuple[int, list[float]]:
-    # Calibrated cumulative logits: z / T + per-threshold offset (model.json "stage_offsets").
-    z = cumulative_logits / temperature
-    if offsets is not None:
-        z = z + offsets
-    exceed = _sigmoid(z)
-    exceed = np.minimum.accumulate(exceed)  # P(> k+1) can only fall with k
-    stage = 1 + int(np.count_nonzero(exceed > 0.5))
-    bounds = np.concatenate([[1.0], exceed, [0.0]])
-    probabilities = np.clip(bounds[:-1] - bounds[1:], 0.0, 1.0)
-    return STAGES[stage - 1], [round(float(p), 6) for p in probabilities]
+    index = int(ordinal_index(cumulative_logits, temperature, offsets))
+    probabilities = ordinal_probabilities(cumulative_logits, temperature, offsets)
+    return STAGES[index], [round(float(p), 6) for p in probabilities]
 
 
 def _zones(zone_logits: np.ndarray, loss_logits: np.ndarray, input_size: int, geometry: Geometry) -> dict[str, Any]:
@@ -200,26 +125,39 @@ def decode_outputs(
     outputs: Mapping[str, np.ndarray],
     meta: Mapping[str, Any],
     geometries: Sequence[Geometry],
+    *,
+    not_assessed: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """Decode one batch of raw outputs into result-row fields, one dict per photo.
 
     Args:
         outputs: ``conditions [B,3]``, ``stage [B,6]``, ``view [B,5]``,
-            ``zones [B,6,h,w]``, ``loss [B,3,h,w]`` logits as NumPy arrays.
+            ``zones [B,6,h,w]``, ``hairloss [B,3,h,w]`` logits as NumPy arrays.
         meta: the model's ``model.json`` (``input_size``, ``thresholds``, ``temperature``,
             optional ``stage_offsets``).
         geometries: where each photo sits in the network input.
+        not_assessed: outputs the model cannot assess (names from `ASSESSABLE`): their
+            values are None, never guessed. A condition gets no probability, threshold or
+            finding; ``stage`` nulls the stage and its probabilities; ``view`` the view;
+            ``zones`` every zone; ``hairloss`` each zone's loss fraction.
 
     Returns:
-        Per photo: ``view``, ``view_probabilities``, ``conditions``, ``findings``,
-        ``stage``, ``stage_probabilities`` and ``zones``.
+        Per photo: ``view``, ``view_probabilities``, ``conditions``, ``thresholds``,
+        ``findings``, ``stage``, ``stage_probabilities`` and ``zones``.
+
+    Raises:
+        ValueError: for a name in ``not_assessed`` that is not in `ASSESSABLE`.
     """
+    unknown = sorted(set(not_assessed) - set(ASSESSABLE))
+    if unknown:
+        raise ValueError(f"not_assessed names unknown outputs {unknown}; known: {', '.join(ASSESSABLE)}")
     temperature = {"conditions": 1.0, "stage": 1.0, "view": 1.0, **(meta.get("temperature") or {})}
     thresholds = {name: 0.5 for name in CONDITIONS}
     thresholds.update(meta.get("thresholds") or {})
+    assessed = [name for name in CONDITIONS if name not in not_assessed]
     input_size = int(meta["input_size"])
-    conditions = _sigmoid(np.asarray(outputs["conditions"], dtype=np.float64) / temperature["conditions"])
-    views = _softmax(np.asarray(outputs["view"], dtype=np.float64) / temperature["view"])
+    conditions = expit(np.asarray(outputs["conditions"], dtype=np.float64) / temperature["conditions"])
+    views = softmax(np.asarray(outputs["view"], dtype=np.float64) / temperature["view"], axis=-1)
     stages = np.asarray(outputs["stage"], dtype=np.float64)
     offsets = meta.get("stage_offsets")
     offsets = None if offsets is None else np.asarray(offsets, dtype=np.float64)
@@ -227,18 +165,26 @@ def decode_outputs(
     loss_logits = np.asarray(outputs["hairloss"], dtype=np.float32)
     decoded = []
     for i, geometry in enumerate(geometries):
-        probs = {name: round(float(conditions[i, j]), 6) for j, name in enumerate(CONDITIONS)}
-        stage, stage_probabilities = _stage(stages[i], temperature["stage"], offsets)
+        probs = {name: round(float(conditions[i, j]), 6) if name in assessed else None
+                 for j, name in enumerate(CONDITIONS)}
+        stage, stage_probabilities = (None, None) if "stage" in not_assessed else \
+            _stage(stages[i], temperature["stage"], offsets)
+        zones = None if "zones" in not_assessed else \
+            _zones(zone_logits[i], _loss_grid(loss_logits[i], zone_logits[i]), input_size, geometry)
+        if zones is not None and "hairloss" in not_assessed:
+            zones = {name: {**zone, "loss_fraction": None} for name, zone in zones.items()}
+        view_assessed = "view" not in not_assessed
         decoded.append(
             {
-                "view": VIEWS[int(views[i].argmax())],
-                "view_probabilities": {name: round(float(views[i, j]), 6) for j, name in enumerate(VIEWS)},
+                "view": VIEWS[int(views[i].argmax())] if view_assessed else None,
+                "view_probabilities": {name: round(float(views[i, j]), 6) for j, name in enumerate(VIEWS)}
+                if view_assessed else None,
                 "conditions": probs,
-                "thresholds": {name: float(thresholds[name]) for name in CONDITIONS},
-                "findings": [name for name in CONDITIONS if probs[name] >= thresholds[name]],
+                "thresholds": {name: float(thresholds[name]) for name in assessed},
+                "findings": [name for name in assessed if probs[name] >= thresholds[name]],
                 "stage": stage,
                 "stage_probabilities": stage_probabilities,
-                "zones": _zones(zone_logits[i], _loss_grid(loss_logits[i], zone_logits[i]), input_size, geometry),
+                "zones": zones,
             }
         )
     return decoded

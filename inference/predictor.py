@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES, tta_mode
-from scalpscan.inference.decoding import Geometry, decode_outputs, merge_outputs, tta_passes
+from scalpscan.inference.decoding import Geometry, decode_outputs
 from scalpscan.inference.quality import WORK_SIDE, QualityThresholds, check_quality
+from scalpscan.models.tta import tta_outputs
 
 __all__ = ["Predictor", "Prediction", "model_id", "ROW_FIELDS"]
 
@@ -375,7 +376,7 @@ class Predictor:
         """Raw outputs for a preprocessed batch [B,3,S,S], averaged over the TTA passes when on."""
         if self.tta is None:
             return self._backend(batch)
-        return merge_outputs(*(restore(self._backend(augment(batch))) for augment, restore in tta_passes(self.tta)))
+        return tta_outputs(self._backend, batch, self.tta)
 
     def finish(
         self,

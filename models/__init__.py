@@ -4,35 +4,53 @@ What other packages use::
 
     from scalpscan.models import create_model, list_models, list_backbones, ensemble_of
     from scalpscan.models import save_checkpoint, load_checkpoint, inference_meta, CheckpointError
-    from scalpscan.models.heads import ordinal_probabilities, ordinal_to_stage_index
+    from scalpscan.models.ordinal import ordinal_probabilities, ordinal_index
+    from scalpscan.models.tta import tta_outputs
+
+Names are loaded on first use: the decoding maths (`ordinal`, `tta`) is NumPy, and the
+ONNX path of the Predictor imports it without importing torch.
 """
 
-from scalpscan.models.backbones import BACKBONES, create_backbone, list_backbones
-from scalpscan.models.checkpoint import CheckpointError, inference_meta, load_checkpoint, save_checkpoint
-from scalpscan.models.heads import ordinal_expected_index, ordinal_probabilities, ordinal_to_stage_index
-from scalpscan.models.network import MODELS, ScalpEnsemble, ScalpNet, create_model, ensemble_of, list_models
-from scalpscan.models.pretrained import LoadReport, PretrainedError
-from scalpscan.models.registry import RegistryError, UnknownNameError
+from __future__ import annotations
 
-__all__ = [
-    "BACKBONES",
-    "MODELS",
-    "CheckpointError",
-    "LoadReport",
-    "PretrainedError",
-    "RegistryError",
-    "ScalpEnsemble",
-    "ScalpNet",
-    "UnknownNameError",
-    "create_backbone",
-    "create_model",
-    "ensemble_of",
-    "inference_meta",
-    "list_backbones",
-    "list_models",
-    "load_checkpoint",
-    "ordinal_expected_index",
-    "ordinal_probabilities",
-    "ordinal_to_stage_index",
-    "save_checkpoint",
-]
+import importlib
+from typing import Any
+
+# Public name -> module that defines it.
+_EXPORTS: dict[str, str] = {
+    "BACKBONES": "scalpscan.models.backbones",
+    "create_backbone": "scalpscan.models.backbones",
+    "list_backbones": "scalpscan.models.backbones",
+    "CheckpointError": "scalpscan.models.checkpoint",
+    "inference_meta": "scalpscan.models.checkpoint",
+    "load_checkpoint": "scalpscan.models.checkpoint",
+    "save_checkpoint": "scalpscan.models.checkpoint",
+    "MODELS": "scalpscan.models.network",
+    "ScalpEnsemble": "scalpscan.models.network",
+    "ScalpNet": "scalpscan.models.network",
+    "create_model": "scalpscan.models.network",
+    "ensemble_of": "scalpscan.models.network",
+    "list_models": "scalpscan.models.network",
+    "ordinal_expected_index": "scalpscan.models.ordinal",
+    "ordinal_index": "scalpscan.models.ordinal",
+    "ordinal_probabilities": "scalpscan.models.ordinal",
+    "LoadReport": "scalpscan.models.pretrained",
+    "PretrainedError": "scalpscan.models.pretrained",
+    "RegistryError": "scalpscan.models.registry",
+    "UnknownNameError": "scalpscan.models.registry",
+    "tta_outputs": "scalpscan.models.tta",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'scalpscan.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

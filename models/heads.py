@@ -1,4 +1,4 @@
-"""Heads of the multi-task network, and the ordinal (Norwood stage) maths.
+"""Heads of the multi-task network.
 
 - :class:`ClassifierHead`: pooled features -> logits (conditions, view).
 - :class:`OrdinalHead`: pooled features -> ``K - 1`` cumulative logits (CORAL: one shared
@@ -7,9 +7,8 @@
 - :class:`FPNDecoder`: four feature maps -> one stride-4 map (a light feature pyramid).
 - :class:`DenseHead`: decoder map -> per-pixel logits (zones, loss map).
 
-Ordinal helpers used by training, evaluation and inference alike:
-:func:`ordinal_probabilities`, :func:`ordinal_to_stage_index`, :func:`ordinal_expected_index`.
-(The CORAL loss and its cumulative targets live in ``training/losses.py``.)
+Decoding the ordinal head's logits lives in `scalpscan.models.ordinal`; the CORAL loss
+and its cumulative targets in ``training/losses.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +24,6 @@ __all__ = [
     "DenseHead",
     "FPNDecoder",
     "OrdinalHead",
-    "ordinal_expected_index",
-    "ordinal_probabilities",
-    "ordinal_to_stage_index",
 ]
 
 
@@ -136,39 +132,3 @@ class DenseHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.block(x))
-
-
-# --------------------------------------------------------------------------- ordinal maths
-
-def ordinal_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Class probabilities ``[B, K]`` from cumulative logits ``[B, K-1]``.
-
-    ``P(class = k) = P(> k-1) - P(> k)`` with ``P(> -1) = 1`` and ``P(> K-1) = 0``. With
-    the :class:`OrdinalHead` the cumulative probabilities are monotone, so every entry is
-    non-negative; for arbitrary logits they are made monotone first (running minimum), so
-    the result is always a distribution.
-
-    Args:
-        logits: Cumulative logits, ``sigmoid(logits[:, k]) = P(class > k)``.
-        temperature: Divides the logits (calibration); 1 leaves them unchanged.
-    """
-    cumulative = torch.sigmoid(logits / temperature)
-    cumulative = torch.cummin(cumulative, dim=-1).values
-    ones = torch.ones_like(cumulative[..., :1])
-    zeros = torch.zeros_like(cumulative[..., :1])
-    padded = torch.cat([ones, cumulative, zeros], dim=-1)
-    return padded[..., :-1] - padded[..., 1:]
-
-
-def ordinal_to_stage_index(logits: torch.Tensor) -> torch.Tensor:
-    """Predicted class index ``[B]`` (0 = Norwood 1): the number of ``P(> k) > 0.5``.
-
-    Temperature does not change it (it keeps the sign of every logit).
-    """
-    return (logits > 0).sum(dim=-1)
-
-
-def ordinal_expected_index(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Expected class index ``[B]``, ``sum_k P(> k)`` (add 1 for the Norwood stage)."""
-    return torch.sigmoid(logits / temperature).sum(dim=-1)
-

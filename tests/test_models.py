@@ -15,12 +15,8 @@ from scalpscan.models import (
     list_backbones,
     list_models,
 )
-from scalpscan.models.heads import (
-    OrdinalHead,
-    ordinal_expected_index,
-    ordinal_probabilities,
-    ordinal_to_stage_index,
-)
+from scalpscan.models.heads import OrdinalHead
+from scalpscan.models.ordinal import ordinal_expected_index, ordinal_index, ordinal_probabilities
 from scalpscan.models.registry import Registry
 
 EXPECTED_BACKBONES = {
@@ -155,7 +151,7 @@ def test_ordinal_head_cumulative_probabilities_are_monotone_for_any_parameters()
     assert (cumulative[:, 1:] <= cumulative[:, :-1]).all()
     # The positive logits form a prefix: the prediction is a count that never skips.
     positive = logits > 0
-    index = ordinal_to_stage_index(logits)
+    index = ordinal_index(logits)
     prefix = torch.arange(6)[None, :] < index[:, None]
     assert torch.equal(positive, prefix)
 
@@ -165,7 +161,7 @@ def test_ordinal_prediction_never_jumps_as_the_score_rises() -> None:
     direction = head.fc.weight.detach()[0] / head.fc.weight.detach()[0].pow(2).sum()
     scores = torch.linspace(-30, 30, 3001)
     logits = head(scores[:, None] * direction[None, :])
-    index = ordinal_to_stage_index(logits)
+    index = ordinal_index(logits)
     steps = index[1:] - index[:-1]
     assert ((steps == 0) | (steps == 1)).all()
     assert index[0] == 0 and index[-1] == 6  # every stage is reached, in order
@@ -194,7 +190,7 @@ def test_ordinal_probabilities_and_index_on_known_values() -> None:
     assert probs[0].argmax() == 2 and probs[0, 2] > 0.99
     assert probs[1].argmax() == 0 and probs[2].argmax() == 6
     assert torch.allclose(probs[3], torch.tensor([0.5, 0, 0, 0, 0, 0, 0.5]))
-    assert ordinal_to_stage_index(logits).tolist() == [2, 0, 6, 0]
+    assert ordinal_index(logits).tolist() == [2, 0, 6, 0]
     assert torch.allclose(ordinal_expected_index(logits[:3]), torch.tensor([2.0, 0.0, 6.0]),
                           atol=1e-6)
     # Temperature softens but keeps the argmax and the predicted index.

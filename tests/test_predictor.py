@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from scalpscan.data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONES
-from scalpscan.inference.decoding import Geometry, decode_outputs, flip_outputs
+from scalpscan.inference.decoding import Geometry, decode_outputs
 from scalpscan.inference.predictor import ROW_FIELDS, Predictor
 from scalpscan.models import CheckpointError, create_model, inference_meta, save_checkpoint
+from scalpscan.models.tta import flip_outputs, tta_outputs
 
 SIDE = 64
 
@@ -202,6 +203,49 @@ def test_rotation_tta_gives_a_turned_photo_the_turned_outputs(run_dir: Path, mod
     bare, bare_expected = plain.forward(moved), expected_for_moved(plain.forward(batch))
     for key in ("stage", "view", "zones"):
         assert not np.allclose(bare[key], bare_expected[key], atol=1e-4), key
+
+
+@pytest.mark.parametrize("mode", ["flip", "rot", "d4"])
+def test_training_tta_on_tensors_equals_the_predictor_tta_on_arrays(run_dir: Path, mode: str) -> None:
+    # Evaluation averages torch outputs of torch batches; the Predictor NumPy outputs of
+    # NumPy batches (ONNX). Both go through models.tta, so a metric measured with --tta is
+    # the model a clinic scores with --tta.
+    plain, tta = Predictor.load(run_dir), Predictor.load(run_dir, tta=mode)
+    batch = _square_batch(plain)
+    with torch.inference_mode():
+        got = tta_outputs(plain.model, torch.from_numpy(batch), mode)
+    assert all(isinstance(value, torch.Tensor) for value in got.values())
+    _assert_outputs_close({key: value.numpy() for key, value in got.items()}, tta.forward(batch))
+
+
+def test_tta_outputs_refuses_an_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="'spin'.*flip, rot, d4"):
+        tta_outputs(lambda batch: {}, np.zeros((1, 3, 4, 4), np.float32), "spin")
+
+
+def _raw_outputs(stage: float = 4.0) -> dict[str, np.ndarray]:
+    zones = np.full((1, 6, 4, 4), -5.0)
+    zones[0, ZONES.index("crown"), :2] = 5.0
+    hairloss = np.full((1, 3, 4, 4), 5.0)
+    return {"conditions": np.array([[3.0, 3.0, -3.0]]), "stage": np.full((1, 6), -stage) + np.arange(6, 0, -1),
+            "view": np.array([[0.0, 3.0, 0.0, 0.0, 0.0]]), "zones": zones, "hairloss": hairloss}
+
+
+def test_outputs_not_assessed_are_none_never_guessed() -> None:
+    meta, geometry = {"input_size": 16, "thresholds": {"alopecia_patch": 0.3}}, [Geometry(16, 16, 1.0, 1.0)]
+    full = decode_outputs(_raw_outputs(), meta, geometry)[0]
+    assert full["findings"] == ["thinning", "alopecia_patch"] and full["stage"] is not None
+    assert full["zones"]["crown"]["loss_fraction"] == 1.0
+    row = decode_outputs(_raw_outputs(), meta, geometry, not_assessed=["alopecia_patch", "stage", "hairloss"])[0]
+    assert row["conditions"]["alopecia_patch"] is None and row["conditions"]["thinning"] == full["conditions"]["thinning"]
+    assert "alopecia_patch" not in row["thresholds"] and row["findings"] == ["thinning"]
+    assert row["stage"] is None and row["stage_probabilities"] is None
+    assert row["zones"]["crown"]["visible"] and row["zones"]["crown"]["loss_fraction"] is None
+    assert row["view"] == "top"
+    bare = decode_outputs(_raw_outputs(), meta, geometry, not_assessed=["zones", "view"])[0]
+    assert bare["zones"] is None and bare["view"] is None and bare["view_probabilities"] is None
+    with pytest.raises(ValueError, match="'baldness'"):
+        decode_outputs(_raw_outputs(), meta, geometry, not_assessed=["baldness"])
 
 
 @pytest.mark.parametrize("bad", ["rotate", "D4", "", 2])
