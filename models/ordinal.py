@@ -23,6 +23,7 @@ import numpy as np
 from scipy.special import expit
 
 __all__ = [
+    "cumulative_to_probabilities",
     "ordinal_cumulative",
     "ordinal_expected_index",
     "ordinal_index",
@@ -85,10 +86,16 @@ def ordinal_probabilities(logits: Any, temperature: float = 1.0, offsets: Offset
         offsets: as for `ordinal_cumulative`.
     """
     z, like = _as_input(logits)
-    cumulative = _cumulative(_calibrated(z, temperature, offsets))
+    return _as_output(cumulative_to_probabilities(_cumulative(_calibrated(z, temperature, offsets))), like)
+
+
+def cumulative_to_probabilities(cumulative: np.ndarray) -> np.ndarray:
+    """Class probabilities ``[..., K]`` from non-increasing ``P(class > k)`` ``[..., K-1]``
+    (say a mean of several photos' `ordinal_cumulative`)."""
+    cumulative = np.asarray(cumulative, dtype=np.float64)
     edge = np.ones(cumulative.shape[:-1] + (1,))
     bounds = np.concatenate([edge, cumulative, 0.0 * edge], axis=-1)
-    return _as_output(np.clip(bounds[..., :-1] - bounds[..., 1:], 0.0, 1.0), like)
+    return np.clip(bounds[..., :-1] - bounds[..., 1:], 0.0, 1.0)
 
 
 def ordinal_index(logits: Any, temperature: float = 1.0, offsets: Offsets = None) -> Any:

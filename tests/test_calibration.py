@@ -15,17 +15,15 @@ from scalpscan.training.calibrate import (
     stage_nll,
     view_nll,
 )
-from scalpscan.training.metrics import (
-    Predictions,
-    binary_ece,
-    compute_metrics,
-    ordinal_cumulative,
-    ordinal_predict,
-    ordinal_probabilities,
-    sigmoid,
-    softmax,
-    stage_metrics,
-)
+from scipy.special import expit as sigmoid
+from scipy.special import softmax as _softmax
+
+from scalpscan.models.ordinal import ordinal_cumulative, ordinal_index, ordinal_probabilities
+from scalpscan.training.metrics import Predictions, binary_ece, compute_metrics, stage_metrics
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    return _softmax(x, axis=-1)
 
 
 def _overconfident(n: int = 3000, scale: float = 4.0, seed: int = 0) -> Predictions:
@@ -125,7 +123,7 @@ def _squeezed_stage(n: int = 4000, seed: int = 3) -> tuple[np.ndarray, np.ndarra
 def _stage_ece(logits: np.ndarray, stage: np.ndarray, temperature: float,
                offsets: list[float] | None = None) -> float:
     probs = ordinal_probabilities(logits, temperature, offsets)
-    pred = ordinal_predict(logits / temperature, offsets)
+    pred = ordinal_index(logits, temperature, offsets)
     return stage_metrics(pred, stage, probs)["ece"]
 
 
@@ -184,11 +182,11 @@ def test_decoder_applies_the_stage_offsets_like_the_metrics() -> None:
     }
     rows = decode_outputs(outputs, meta, [Geometry(64, 64, 1.0, 1.0)] * n)
     probs = ordinal_probabilities(logits, temperature, offsets)
-    pred = ordinal_predict(logits / temperature, offsets)
+    pred = ordinal_index(logits, temperature, offsets)
     for row, p, k in zip(rows, probs, pred):
         np.testing.assert_allclose(row["stage_probabilities"], p, atol=1e-5)
         assert row["stage"] == k + 1
     # Without offsets the decoder is unchanged (older model.json files).
     plain = decode_outputs(outputs, {"input_size": 64, "temperature": {"stage": temperature}},
                            [Geometry(64, 64, 1.0, 1.0)] * n)
-    assert [r["stage"] for r in plain] == list(ordinal_predict(logits) + 1)
+    assert [r["stage"] for r in plain] == list(ordinal_index(logits) + 1)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
+from scalpscan.models.ordinal import ordinal_index, ordinal_probabilities
+from scalpscan.training.bootstrap import paired_stage_differences, stage_confidence_intervals
 from scalpscan.training.metrics import (
     Predictions,
     binary_ece,
@@ -13,18 +15,14 @@ from scalpscan.training.metrics import (
     condition_metrics,
     ece_floor,
     expected_calibration_error,
-    format_metrics,
     mask_counts,
     mask_metrics,
     metrics_by,
-    ordinal_predict,
-    ordinal_probabilities,
-    paired_stage_differences,
     person_stage,
-    stage_confidence_intervals,
     stage_metrics,
     view_metrics,
 )
+from scalpscan.training.tables import format_metrics
 
 
 def _stage_logits(indices: list[int], margin: float = 4.0) -> np.ndarray:
@@ -32,9 +30,9 @@ def _stage_logits(indices: list[int], margin: float = 4.0) -> np.ndarray:
     return np.array([[margin if k < i else -margin for k in range(6)] for i in indices])
 
 
-def test_ordinal_predict_counts_thresholds_and_probabilities_sum_to_one() -> None:
+def test_ordinal_index_counts_thresholds_and_probabilities_sum_to_one() -> None:
     logits = np.array([[3.0, 1.0, -1.0, -2.0, -3.0, -4.0], [5.0] * 6, [-5.0] * 6])
-    assert ordinal_predict(logits).tolist() == [2, 6, 0]
+    assert ordinal_index(logits).tolist() == [2, 6, 0]
     probs = ordinal_probabilities(logits)
     assert probs.shape == (3, 7)
     np.testing.assert_allclose(probs.sum(1), 1.0)
@@ -42,6 +40,24 @@ def test_ordinal_predict_counts_thresholds_and_probabilities_sum_to_one() -> Non
     # Non-monotone cumulative logits still give a valid distribution.
     odd = ordinal_probabilities(np.array([[-1.0, 2.0, -3.0, 0.0, 0.0, 0.0]]))
     assert (odd >= 0).all() and odd.sum() == pytest.approx(1.0)
+
+
+def test_ordinal_decoding_is_one_computation_for_arrays_and_tensors() -> None:
+    # Training metrics (NumPy), the Predictor (NumPy) and torch callers share one decoding.
+    torch = pytest.importorskip("torch")
+    logits = np.random.default_rng(0).normal(0, 3, size=(50, 6))
+    offsets = np.linspace(0.3, -0.3, 6)
+    for fn in (ordinal_index, ordinal_probabilities):
+        array = fn(logits, 1.7, offsets)
+        tensor = fn(torch.tensor(logits, dtype=torch.float32), 1.7, offsets)
+        assert isinstance(tensor, torch.Tensor)
+        np.testing.assert_allclose(tensor.numpy(), array, atol=1e-6)
+    # Unordered logits: a threshold after a failed one never counts (no skipped order).
+    assert ordinal_index(np.array([[-1.0, 2.0, 3.0, -1.0, -1.0, -1.0]])).tolist() == [0]
+    # The class is the median of the class probabilities, and a temperature keeps it.
+    median = (np.cumsum(ordinal_probabilities(logits), axis=-1) < 0.5).sum(-1)
+    np.testing.assert_array_equal(ordinal_index(logits), median)
+    np.testing.assert_array_equal(ordinal_index(logits, 5.0), median)
 
 
 def test_stage_accuracy_mae_and_quadratic_kappa_by_hand() -> None:
@@ -98,11 +114,11 @@ def test_stage_intervals_resample_persons_and_hold_the_point_estimate() -> None:
     ci = stage_confidence_intervals(pred, true, subjects, persons, draws=500)
     point = stage_metrics(pred, true)
     # The figures of one draw come from a confusion matrix; on the data itself they match.
-    from scalpscan.training.metrics import _confusion_scores
+    from scalpscan.training.bootstrap import confusion_scores
 
     conf = np.zeros((7, 7))
     np.add.at(conf, (true[true >= 0], pred[true >= 0]), 1)
-    for key, value in _confusion_scores(conf).items():
+    for key, value in confusion_scores(conf).items():
         assert value == pytest.approx(point[key])
     for key in ("accuracy", "mae", "qwk"):
         low, high = ci["stage"][key]

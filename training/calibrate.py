@@ -1,7 +1,8 @@
 """Post-hoc calibration on validation outputs: temperatures, stage offsets, F1 thresholds.
 
 Temperatures divide a head's logits so that probabilities match observed frequencies
-(fitted by minimising the negative log-likelihood with a 1-D search over log T). Decision
+(fitted by minimising the negative log-likelihood with scipy's bounded scalar search over
+log T). Decision
 thresholds per condition maximise F1 on the calibrated validation probabilities.
 
 The ordinal stage head gets more than one temperature: its reliability is judged on the
@@ -24,12 +25,14 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
+from scipy.special import expit, log_expit, log_softmax
 from sklearn.metrics import precision_recall_curve
 
 from scalpscan.data.vocab import CONDITIONS
+from scalpscan.models.ordinal import ordinal_probabilities
 
-from .metrics import Predictions, ordinal_probabilities, sigmoid
+from .metrics import Predictions
 
 __all__ = [
     "condition_nll",
@@ -49,17 +52,13 @@ STAGE_OFFSET_PRIOR_SD = 0.5
 _MIN_GAP = 1e-3
 
 
-def _log_sigmoid(x: np.ndarray) -> np.ndarray:
-    return -np.logaddexp(0.0, -x)
-
-
 def condition_nll(logits: np.ndarray, targets: np.ndarray, known: np.ndarray,
                   temperature: float) -> float:
     """Mean binary NLL over known condition labels at ``temperature``."""
     known = np.asarray(known, dtype=bool)
     z = np.asarray(logits, dtype=np.float64)[known] / temperature
     y = np.asarray(targets, dtype=np.float64)[known]
-    return float(-(y * _log_sigmoid(z) + (1 - y) * _log_sigmoid(-z)).mean())
+    return float(-(y * log_expit(z) + (1 - y) * log_expit(-z)).mean())
 
 
 def stage_nll(logits: np.ndarray, stage: np.ndarray, temperature: float,
@@ -79,36 +78,23 @@ def stage_nll(logits: np.ndarray, stage: np.ndarray, temperature: float,
 def view_nll(logits: np.ndarray, view: np.ndarray, temperature: float) -> float:
     """Mean cross-entropy over photos with a known view."""
     known = np.asarray(view) >= 0
-    z = np.asarray(logits, dtype=np.float64)[known] / temperature
-    z = z - z.max(1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
-    return float(-log_p[np.arange(len(z)), np.asarray(view)[known]].mean())
+    log_p = log_softmax(np.asarray(logits, dtype=np.float64)[known] / temperature, axis=1)
+    return float(-log_p[np.arange(len(log_p)), np.asarray(view)[known]].mean())
 
 
-def fit_temperature(nll: Callable[[float], float], *, iterations: int = 40) -> float:
-    """Temperature minimising ``nll(T)``: a coarse grid over log T, then golden-section.
+def fit_temperature(nll: Callable[[float], float], *, tolerance: float = 1e-5) -> float:
+    """Temperature minimising ``nll(T)``: scipy's bounded scalar search over log T.
 
-    The search stays in [0.05, 20]; NLL is smooth and unimodal in log T for these heads.
+    The search stays in [0.05, 20]; NLL is smooth and unimodal in log T for these heads,
+    so a bounded Brent search finds its minimum (or the bound it falls towards).
+
+    Args:
+        nll: the validation NLL at a temperature.
+        tolerance: how close in log T the search stops.
     """
-    lo, hi = _LOG_T_RANGE
-    grid = np.linspace(lo, hi, 61)
-    values = [nll(float(np.exp(g))) for g in grid]
-    best = int(np.argmin(values))
-    a, b = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    ratio = (np.sqrt(5) - 1) / 2
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = nll(float(np.exp(c))), nll(float(np.exp(d)))
-    for _ in range(iterations):
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = nll(float(np.exp(c)))
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = nll(float(np.exp(d)))
-    candidates = [(values[best], grid[best]), (fc, c), (fd, d)]
-    return float(np.exp(min(candidates)[1]))
+    result = minimize_scalar(lambda log_t: nll(float(np.exp(log_t))), bounds=_LOG_T_RANGE,
+                             method="bounded", options={"xatol": tolerance})
+    return float(np.exp(result.x))
 
 
 def fit_stage_calibration(logits: np.ndarray, stage: np.ndarray, *,
@@ -206,6 +192,6 @@ def fit_calibration(preds: Predictions) -> dict[str, Any]:
     if (preds.view >= 0).any():
         temperature["view"] = fit_temperature(
             lambda t: view_nll(preds.view_logits, preds.view, t))
-    probs = sigmoid(preds.condition_logits / temperature["conditions"])
+    probs = expit(preds.condition_logits / temperature["conditions"])
     thresholds = fit_thresholds(probs, preds.condition_targets, known)
     return {"temperature": temperature, "stage_offsets": stage_offsets, "thresholds": thresholds}

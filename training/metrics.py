@@ -4,6 +4,9 @@ All functions here work on numpy arrays gathered over a data set (`Predictions`)
 new metric is a few lines and needs no model. Metrics come from scikit-learn where it has
 them (AP, AUROC, F1, quadratic weighted kappa). Entries whose label is unknown are left
 out of every metric; a metric that cannot be computed (say AUROC with one class) is None.
+Stage logits are decoded by `scalpscan.models.ordinal`, as inference decodes them;
+person-bootstrap intervals live in `training.bootstrap`, terminal tables in
+`training.tables`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import expit, softmax
 from sklearn.metrics import (
     average_precision_score,
     cohen_kappa_score,
@@ -24,32 +28,31 @@ from sklearn.metrics import (
 )
 
 from scalpscan.data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from scalpscan.models.ordinal import (
+    cumulative_to_probabilities,
+    ordinal_cumulative,
+    ordinal_index,
+    ordinal_probabilities,
+)
+
+from .bootstrap import paired_stage_differences, stage_confidence_intervals
 
 __all__ = [
     "Predictions",
-    "sigmoid",
-    "softmax",
-    "ordinal_cumulative",
-    "ordinal_probabilities",
-    "ordinal_predict",
     "reliability_bins",
     "expected_calibration_error",
     "binary_ece",
     "ece_floor",
     "condition_metrics",
     "stage_metrics",
-    "paired_stage_differences",
     "compare_predictions",
     "predicted_stages",
     "person_stage",
-    "stage_confidence_intervals",
     "view_metrics",
     "mask_counts",
     "mask_metrics",
     "compute_metrics",
     "metrics_by",
-    "format_metrics",
-    "format_comparison",
 ]
 
 _N_BINS = 15
@@ -106,57 +109,6 @@ class Predictions:
             if name != "subjects"
         }
         return Predictions(**arrays, subjects=subjects)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
-
-
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax along ``axis``."""
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def ordinal_cumulative(logits: np.ndarray, temperature: float = 1.0,
-                       offsets: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
-    """``P(index > k)`` per threshold, made non-increasing in k (a valid distribution).
-
-    Calibrated cumulative logit ``k`` = ``logits[..., k] / temperature + offsets[k]``
-    (``offsets`` None = zeros; see `training.calibrate`).
-    """
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    if offsets is not None:
-        z = z + np.asarray(offsets, dtype=np.float64)
-    return np.minimum.accumulate(sigmoid(z), axis=-1)
-
-
-def ordinal_probabilities(logits: np.ndarray, temperature: float = 1.0,
-                          offsets: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
-    """Class probabilities [N, K+1] from ordinal logits [N, K] (calibrated like
-    `ordinal_cumulative`)."""
-    cum = ordinal_cumulative(logits, temperature, offsets)
-    ones = np.ones(cum.shape[:-1] + (1,))
-    zeros = np.zeros(cum.shape[:-1] + (1,))
-    upper = np.concatenate([ones, cum], axis=-1)
-    lower = np.concatenate([cum, zeros], axis=-1)
-    return np.clip(upper - lower, 0.0, 1.0)
-
-
-def ordinal_predict(logits: np.ndarray,
-                    offsets: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
-    """Class index = number of thresholds passed (``sigmoid > 0.5``); never jumps order.
-
-    A temperature keeps every logit's sign, so it never changes the class; calibrated
-    ``offsets`` move the thresholds (the cumulative probabilities are made monotone first,
-    as in `ordinal_cumulative`).
-    """
-    if offsets is None:
-        return (np.asarray(logits) > 0).sum(axis=-1)
-    return (ordinal_cumulative(logits, 1.0, offsets) > 0.5).sum(axis=-1)
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray,
@@ -336,8 +288,7 @@ def person_stage(stage_logits: np.ndarray, true: np.ndarray, subjects: Sequence[
         mean_cum = (cum[rows] * w[:, None]).sum(0) / w.sum()
         person_true.append(Counter(known).most_common(1)[0][0])
         person_pred.append(int((mean_cum > 0.5).sum()))
-        person_probs.append(np.clip(np.concatenate([[1.0], mean_cum]) -
-                                    np.concatenate([mean_cum, [0.0]]), 0, 1))
+        person_probs.append(cumulative_to_probabilities(mean_cum))
         ids.append(subject)
     if not ids:
         return {"n": 0, "accuracy": None, "mae": None, "qwk": None, "ece": None,
@@ -346,166 +297,6 @@ def person_stage(stage_logits: np.ndarray, true: np.ndarray, subjects: Sequence[
     result["persons"] = {s: {"true": index_true + 1, "pred": index_pred + 1}
                          for s, index_true, index_pred in zip(ids, person_true, person_pred)}
     return result
-
-
-def _confusion_scores(conf: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy, MAE and quadratic weighted kappa of ``[..., K, K]`` confusion counts
-    (rows true, columns predicted); NaN where undefined."""
-    k = conf.shape[-1]
-    i, j = np.indices((k, k))
-    n = conf.sum(axis=(-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        expected = conf.sum(-1)[..., :, None] * conf.sum(-2)[..., None, :] / n[..., None, None]
-        weights = (i - j) ** 2
-        observed = (weights * conf).sum(axis=(-2, -1))
-        chance = (weights * expected).sum(axis=(-2, -1))
-        return {
-            "accuracy": np.trace(conf, axis1=-2, axis2=-1) / n,
-            "mae": (np.abs(i - j) * conf).sum(axis=(-2, -1)) / n,
-            "qwk": np.where(chance > 0, 1.0 - observed / chance, np.nan),
-        }
-
-
-def _person_confusions(true: np.ndarray, subjects: Sequence[str],
-                       preds: Sequence[np.ndarray],
-                       persons: Sequence[Mapping[str, Mapping[str, int]] | None]
-                       ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Per-person stage confusion counts ``[P, K, K]`` of each prediction in ``preds``
-    (photos) and each table in ``persons`` (one row per person), over one list of names."""
-    k = len(STAGES)
-    true = np.asarray(true)
-    ids = [s or f"#photo{i}" for i, s in enumerate(subjects)] if len(subjects) else \
-        [f"#photo{i}" for i in range(len(true))]
-    names = sorted(set(ids).union(*[set(p or {}) for p in persons]))
-    where = {name: i for i, name in enumerate(names)}
-    photo = []
-    for pred in preds:
-        pred = np.asarray(pred)
-        conf = np.zeros((len(names), k, k))
-        for i in np.flatnonzero(true >= 0):
-            conf[where[ids[i]], true[i], pred[i]] += 1
-        photo.append(conf)
-    person = []
-    for table in persons:
-        conf = np.zeros((len(names), k, k))
-        for name, row in (table or {}).items():
-            conf[where[name], row["true"] - 1, row["pred"] - 1] = 1
-        person.append(conf)
-    return names, photo, person
-
-
-def _person_draws(n: int, draws: int, seed: int) -> np.ndarray:
-    """``[draws, n]``: how often each of ``n`` persons is drawn in each bootstrap draw."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n, size=(draws, n))
-    return np.stack([np.bincount(row, minlength=n) for row in picks]).astype(float)
-
-
-def _resampled(counts: np.ndarray, conf: np.ndarray) -> np.ndarray:
-    """``[draws, K, K]`` confusion counts of the persons each draw picked."""
-    k = conf.shape[-1]
-    return (counts @ conf.reshape(len(conf), -1)).reshape(len(counts), k, k)
-
-
-def stage_confidence_intervals(pred: np.ndarray, true: np.ndarray, subjects: Sequence[str],
-                               persons: Mapping[str, Mapping[str, int]] | None = None, *,
-                               draws: int = 1000, level: float = 0.95,
-                               seed: int = 0) -> dict[str, dict]:
-    """Bootstrap intervals for stage accuracy, MAE and QWK, resampling **persons**.
-
-    Photos of one person are not independent (same head, same stage), so the persons are
-    drawn with replacement, each bringing all of their photos: the intervals show how much
-    the figures would move on another set of people like these. The same draws give the
-    per-person intervals.
-
-    Args:
-        pred: [N] predicted class index per photo.
-        true: [N] true class index, -1 unknown (left out).
-        subjects: [N] person ids (photos without one count as their own person).
-        persons: subject -> {"true": stage, "pred": stage} from `person_stage`, or None.
-        draws: bootstrap draws.
-        level: coverage of the percentile intervals.
-        seed: the draws' seed (same inputs, same intervals).
-
-    Returns:
-        ``{"stage": {...}, "stage_person": {...}}``; each holds ``level``, ``draws`` and
-        ``[low, high]`` for ``accuracy``, ``mae`` and ``qwk`` (None where undefined).
-    """
-    names, (photo_conf,), (person_conf,) = _person_confusions(true, subjects, [pred], [persons])
-    counts = _person_draws(len(names), draws, seed)
-    tail = (1.0 - level) / 2 * 100
-
-    def interval(conf: np.ndarray) -> dict:
-        out: dict[str, Any] = {"level": level, "draws": draws}
-        if not conf.any():
-            return {**out, "accuracy": None, "mae": None, "qwk": None}
-        sampled = _resampled(counts, conf)
-        for key, values in _confusion_scores(sampled).items():
-            values = values[np.isfinite(values)]
-            out[key] = ([float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
-                        if values.size else None)
-        return out
-
-    return {"stage": interval(photo_conf), "stage_person": interval(person_conf)}
-
-
-def paired_stage_differences(pred_a: np.ndarray, pred_b: np.ndarray, true: np.ndarray,
-                             subjects: Sequence[str],
-                             persons_a: Mapping[str, Mapping[str, int]] | None = None,
-                             persons_b: Mapping[str, Mapping[str, int]] | None = None, *,
-                             draws: int = 1000, level: float = 0.95,
-                             seed: int = 0) -> dict[str, dict]:
-    """Model B against model A on the same photos: B - A for stage accuracy, MAE and QWK,
-    per photo and per person, with **paired** person-bootstrap intervals.
-
-    Each draw resamples persons once and scores both models on the same draw, so what the
-    two share (which persons happen to be easy) cancels out: the interval of a difference
-    is narrower than the two models' own intervals side by side, the more so the more the
-    two err on the same persons, and it is the one that says whether B is better on
-    people like these.
-
-    Args:
-        pred_a, pred_b: [N] predicted class index per photo, same photos in the same order.
-        true: [N] true class index, -1 unknown (left out).
-        subjects: [N] person ids.
-        persons_a, persons_b: subject -> {"true", "pred"} from `person_stage`, or None.
-        draws, level, seed: as for `stage_confidence_intervals`.
-
-    Returns:
-        ``{"stage": {...}, "stage_person": {...}}``; for each of ``accuracy``, ``mae`` and
-        ``qwk``: ``a``, ``b``, ``difference`` (B - A), ``ci`` ([low, high] of the
-        difference) and ``b_better`` (the share of draws in which B scores better: higher
-        accuracy and QWK, lower MAE). None where undefined.
-    """
-    names, photo, person = _person_confusions(true, subjects, [pred_a, pred_b],
-                                              [persons_a, persons_b])
-    counts = _person_draws(len(names), draws, seed)
-    tail = (1.0 - level) / 2 * 100
-
-    def differences(conf_a: np.ndarray, conf_b: np.ndarray) -> dict:
-        out: dict[str, Any] = {"level": level, "draws": draws}
-        if not conf_a.any():
-            return {**out, **{key: None for key in ("accuracy", "mae", "qwk")}}
-        point_a = _confusion_scores(conf_a.sum(0))
-        point_b = _confusion_scores(conf_b.sum(0))
-        drawn_a = _confusion_scores(_resampled(counts, conf_a))
-        drawn_b = _confusion_scores(_resampled(counts, conf_b))
-        for key in ("accuracy", "mae", "qwk"):
-            a, b = float(point_a[key]), float(point_b[key])
-            delta = drawn_b[key] - drawn_a[key]
-            delta = delta[np.isfinite(delta)]
-            if not (np.isfinite(a) and np.isfinite(b)) or not delta.size:
-                out[key] = None
-                continue
-            better = delta < 0 if key == "mae" else delta > 0
-            out[key] = {"a": a, "b": b, "difference": b - a,
-                        "ci": [float(np.percentile(delta, tail)),
-                               float(np.percentile(delta, 100 - tail))],
-                        "b_better": float(better.mean())}
-        return out
-
-    return {"stage": differences(photo[0], photo[1]),
-            "stage_person": differences(person[0], person[1])}
 
 
 def compare_predictions(preds_a: Predictions, preds_b: Predictions, *,
@@ -547,7 +338,7 @@ def view_metrics(logits: np.ndarray, true: np.ndarray) -> dict:
     known = true >= 0
     if not known.any():
         return {"n": 0, "accuracy": None, "ece": None}
-    probs = softmax(logits[known])
+    probs = softmax(logits[known], axis=-1)
     pred = probs.argmax(1)
     return {
         "n": int(known.sum()),
@@ -599,7 +390,7 @@ def predicted_stages(preds: Predictions, *, temperature: Mapping[str, float] | N
     """[N] predicted stage class index of each photo under a calibration (the keyword
     arguments of `compute_metrics`; the ones a stage does not depend on are ignored)."""
     t = float((temperature or {}).get("stage", 1.0))
-    return ordinal_predict(preds.stage_logits / t, stage_offsets)
+    return ordinal_index(preds.stage_logits, t, stage_offsets)
 
 
 def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | None = None,
@@ -620,7 +411,7 @@ def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | Non
             and per-person stage metrics (`stage_confidence_intervals`).
     """
     t = {"conditions": 1.0, "stage": 1.0, "view": 1.0, **dict(temperature or {})}
-    cond_probs = sigmoid(preds.condition_logits / t["conditions"])
+    cond_probs = expit(preds.condition_logits / t["conditions"])
     stage_probs = ordinal_probabilities(preds.stage_logits, t["stage"], stage_offsets)
     stage_pred = predicted_stages(preds, temperature=t, stage_offsets=stage_offsets)
     views = np.where(preds.view >= 0, preds.view, preds.view_logits.argmax(1)) \
@@ -667,84 +458,3 @@ def metrics_by(preds: Predictions, column: str, values: Sequence[str], **kwargs)
         sub.get("stage_person", {}).pop("persons", None)
         out[str(value)] = sub
     return out
-
-
-def _fmt(value: float | None) -> str:
-    return "   -  " if value is None else f"{value:6.3f}"
-
-
-def format_metrics(metrics: Mapping, *, breakdowns: Mapping[str, Mapping] | None = None) -> str:
-    """A readable plain-text table of the headline metrics (for the terminal)."""
-    lines = [f"photos: {metrics['n']}", ""]
-    cond = metrics["conditions"]
-    lines.append(f"{'condition':<18}{'n':>6}{'pos':>6}{'AP':>8}{'AUROC':>8}{'F1':>8}{'thr':>7}")
-    for name, m in cond["per_condition"].items():
-        lines.append(f"{name:<18}{m['n']:>6}{m['positives']:>6}  {_fmt(m['ap'])}  "
-                     f"{_fmt(m['auroc'])}  {_fmt(m['f1'])} {m['threshold']:.2f}")
-    lines.append(f"{'macro':<30}  {_fmt(cond['macro_ap'])}  {_fmt(cond['macro_auroc'])}  "
-                 f"{_fmt(cond['macro_f1'])}   ECE {_fmt(cond['ece'])}")
-    lines.append("")
-    lines.append(f"{'stage':<18}{'n':>6}{'acc':>8}{'MAE':>8}{'QWK':>8}{'ECE':>8}"
-                 f"{'ECE floor':>11}")
-    for label, key in (("per photo", "stage"), ("per person", "stage_person")):
-        if key in metrics:
-            m = metrics[key]
-            lines.append(f"{label:<18}{m['n']:>6}  {_fmt(m['accuracy'])}  {_fmt(m['mae'])}  "
-                         f"{_fmt(m['qwk'])}  {_fmt(m['ece'])}     {_fmt(m.get('ece_floor'))}")
-            ci = m.get("ci")
-            if ci and ci.get("accuracy"):
-                cells = "  ".join(f"{name} {ci[key][0]:.3f}-{ci[key][1]:.3f}" for key, name in (
-                    ("accuracy", "acc"), ("mae", "MAE"), ("qwk", "QWK")) if ci.get(key))
-                lines.append(f"{'':<18}{'':>6}  {ci['level']:.0%} interval, persons "
-                             f"resampled: {cells}")
-    v = metrics["view"]
-    lines.append("")
-    lines.append(f"view accuracy {_fmt(v['accuracy'])}  ECE {_fmt(v['ece'])}  (n={v['n']})")
-    for title, key in (("zone", "zones"), ("loss map", "hairloss_map")):
-        m = metrics[key]
-        if m["n"]:
-            cells = "  ".join(f"{name} {_fmt(x['iou'])}" for name, x in m["per_class"].items())
-            lines.append(f"{title} IoU (n={m['n']}): mean {_fmt(m['mean_iou'])} | {cells}")
-            lines.append(f"{title} Dice: mean {_fmt(m['mean_dice'])}")
-    for column, groups in (breakdowns or {}).items():
-        lines.append("")
-        lines.append(f"by {column}: {'value':<14}{'n':>6}{'stage acc':>11}{'QWK':>8}"
-                     f"{'view acc':>10}{'cond F1':>9}{'zone IoU':>10}")
-        for value, m in groups.items():
-            lines.append(f"{'':<{len(column) + 4}}{value:<14}{m['n']:>6}   "
-                         f"{_fmt(m['stage']['accuracy'])}  {_fmt(m['stage']['qwk'])}  "
-                         f"{_fmt(m['view']['accuracy'])}  {_fmt(m['conditions']['macro_f1'])}  "
-                         f"{_fmt(m['zones']['mean_iou'])}")
-    return "\n".join(lines)
-
-
-def format_comparison(result: Mapping[str, Any]) -> str:
-    """A plain-text table of `training.loop.compare_runs`: both runs' headline figures and
-    B - A with its paired interval (for the terminal)."""
-    a, b = result["a"], result["b"]
-    lines = [f"A = {a['model']}", f"B = {b['model']}",
-             f"{result['photos']} photos, {result['persons']} persons"
-             + (f", TTA {result['tta']}" if result.get("tta") else ""), ""]
-    draws = (result["difference"].get("stage") or {}).get("draws")
-    lines.append(f"{'':<20}{'A':>8}{'B':>8}{'B - A':>9}   95 % paired interval   B better in")
-    for head, title in (("stage", "stage"), ("stage_person", "person stage")):
-        diff = result["difference"].get(head) or {}
-        for key, label in (("accuracy", "acc"), ("mae", "MAE"), ("qwk", "QWK")):
-            d = diff.get(key)
-            if d is None:
-                lines.append(f"{title + ' ' + label:<20}{'-':>8}{'-':>8}{'-':>9}")
-                continue
-            lines.append(f"{title + ' ' + label:<20}{d['a']:8.3f}{d['b']:8.3f}"
-                         f"{d['difference']:+9.3f}   [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
-                         f"{d['b_better'] * 100:15.0f} %")
-    for head, figure, label in (("view", "accuracy", "view acc"),
-                                ("conditions", "macro_f1", "conditions F1"),
-                                ("zones", "mean_iou", "zone IoU")):
-        va = (a["metrics"].get(head) or {}).get(figure)
-        vb = (b["metrics"].get(head) or {}).get(figure)
-        if va is not None and vb is not None:
-            lines.append(f"{label:<20}{va:8.3f}{vb:8.3f}{vb - va:+9.3f}   (no interval)")
-    lines += ["", f"Intervals: {draws} draws of the persons, both runs scored on each draw; "
-              "'B better in' is the share of draws in which B scores better (higher acc and "
-              "QWK, lower MAE)."]
-    return "\n".join(lines)

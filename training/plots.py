@@ -16,19 +16,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy.special import expit, softmax  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_curve  # noqa: E402
 
 from scalpscan.data.files import atomic_write  # noqa: E402
 from scalpscan.data.vocab import CONDITIONS, STAGES  # noqa: E402
+from scalpscan.models.ordinal import ordinal_index, ordinal_probabilities  # noqa: E402
 
-from .metrics import (  # noqa: E402
-    Predictions,
-    ordinal_predict,
-    ordinal_probabilities,
-    reliability_bins,
-    sigmoid,
-    softmax,
-)
+from .metrics import Predictions, reliability_bins  # noqa: E402
 
 __all__ = [
     "plot_learning_curves",
@@ -97,7 +92,7 @@ def plot_precision_recall(preds: Predictions, path: str | os.PathLike, *,
     """One precision-recall curve per condition with known positives and negatives."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     drawn = 0
-    probs = sigmoid(preds.condition_logits / temperature)
+    probs = expit(preds.condition_logits / temperature)
     for c, name in enumerate(CONDITIONS):
         known = preds.condition_known[:, c].astype(bool)
         y = preds.condition_targets[known, c].astype(int)
@@ -124,7 +119,7 @@ def plot_stage_confusion(preds: Predictions, path: str | os.PathLike, *,
     if not known.any():
         return None
     labels = list(range(len(STAGES)))
-    pred = ordinal_predict(preds.stage_logits[known] / temperature, offsets)
+    pred = ordinal_index(preds.stage_logits[known], temperature, offsets)
     matrix = confusion_matrix(preds.stage[known], pred, labels=labels)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     image = ax.imshow(matrix, cmap="Blues")
@@ -150,17 +145,17 @@ def plot_reliability(preds: Predictions, path: str | os.PathLike, *,
     series = []
     known = preds.condition_known.astype(bool)
     if known.any():
-        p = sigmoid(preds.condition_logits / t["conditions"])[known]
+        p = expit(preds.condition_logits / t["conditions"])[known]
         y = preds.condition_targets[known] > 0.5
         series.append(("conditions", np.maximum(p, 1 - p), (p >= 0.5) == y))
     sk = preds.stage >= 0
     if sk.any():
         probs = ordinal_probabilities(preds.stage_logits[sk], t["stage"], stage_offsets)
-        pred = ordinal_predict(preds.stage_logits[sk] / t["stage"], stage_offsets)
+        pred = ordinal_index(preds.stage_logits[sk], t["stage"], stage_offsets)
         series.append(("stage", probs[np.arange(len(pred)), pred], pred == preds.stage[sk]))
     vk = preds.view >= 0
     if vk.any():
-        probs = softmax(preds.view_logits[vk] / t["view"])
+        probs = softmax(preds.view_logits[vk] / t["view"], axis=-1)
         series.append(("view", probs.max(1), probs.argmax(1) == preds.view[vk]))
     if not series:
         return None
