@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from scalpscan.data.manifest import ManifestError
     from scalpscan.models.checkpoint import CheckpointError
     from scalpscan.training.loop import TrainingError, evaluate_run
-    from scalpscan.training.metrics import format_metrics
+    from scalpscan.training.tables import format_metrics
 
     model = Path(args.model)
     if not model.exists():
@@ -109,7 +109,7 @@ def _compare(args: argparse.Namespace, run_dir) -> int:
     from scalpscan.data.manifest import ManifestError
     from scalpscan.models.checkpoint import CheckpointError
     from scalpscan.training.loop import TrainingError, compare_runs
-    from scalpscan.training.metrics import format_comparison
+    from scalpscan.training.tables import format_comparison
 
     if args.ci < 1:
         return _fail(f"--ci {args.ci}: a comparison needs at least one bootstrap draw")
