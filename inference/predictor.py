@@ -21,7 +21,7 @@ patient's photos are assessed together by ``scalpscan score --intake`` /
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ import numpy as np
 from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES, tta_mode
 from scalpscan.inference.decoding import Geometry, decode_outputs
 from scalpscan.inference.quality import WORK_SIDE, QualityThresholds, check_quality
+from scalpscan.models.provenance import assessed_outputs
+from scalpscan.models.shipped import resolve_model
 from scalpscan.models.tta import tta_outputs
 
 __all__ = ["Predictor", "Prediction", "model_id", "ROW_FIELDS"]
@@ -54,6 +56,8 @@ ROW_FIELDS: tuple[str, ...] = (
     "stage_probabilities",
     "view_probabilities",
     "quality",
+    "not_assessed",
+    "unvalidated",
     "masks",
 )
 
@@ -84,6 +88,10 @@ class Prediction:
         stage_probabilities: P(Norwood = 1..7).
         view_probabilities: probability per view.
         quality: quality-gate measures and reasons.
+        not_assessed: outputs this model cannot assess (no label trained them, or a
+            condition has no calibrated threshold); their values are None, never guessed.
+        unvalidated: outputs trained on renders or painted photos only: not validated on
+            real labels.
         masks: paths of the saved zone/loss mask PNGs, relative to the results file.
     """
 
@@ -104,6 +112,8 @@ class Prediction:
     stage_probabilities: list[float] | None = None
     view_probabilities: dict[str, float] | None = None
     quality: dict[str, Any] | None = None
+    not_assessed: list[str] = field(default_factory=list)
+    unvalidated: list[str] = field(default_factory=list)
     masks: dict[str, str] | None = None
 
     def to_row(self) -> dict[str, Any]:
@@ -292,6 +302,8 @@ class Predictor:
         self.transform = _EvalTransform(self.input_size, self.meta["mean"], self.meta["std"])
         self.prepare = _PhotoPreparer(self.transform, self.quality)
         self._check_vocab()
+        # What the model learned (model.json "heads"): the rest is never reported.
+        self.not_assessed, self.unvalidated = assessed_outputs(self.meta)
 
     def _check_vocab(self) -> None:
         vocab = self.meta.get("vocab") or {}
@@ -306,7 +318,7 @@ class Predictor:
     @classmethod
     def load(
         cls,
-        path: str | Path,
+        path: str | Path | None = None,
         *,
         device: str = "cpu",
         tta: bool | str | None = None,
@@ -317,8 +329,10 @@ class Predictor:
 
         Args:
             path: a run folder (``model.safetensors`` + ``model.json``), a
-                ``model.safetensors`` / ``model.json`` file, or an exported ``model.onnx``
-                (a folder holding only ``model.onnx`` works too).
+                ``model.safetensors`` / ``model.json`` file, an exported ``model.onnx``
+                (a folder holding only ``model.onnx`` works too), or the name of a model
+                that ships in the package (``scalpscan models`` lists them). None loads
+                the shipped default model.
             device: "cpu" or "cuda" (torch models); ONNX models run on ONNX Runtime's CPU
                 provider unless CUDA is asked for and available.
             tta: test-time augmentation mode, as for :class:`Predictor` (None/False, True
@@ -333,7 +347,7 @@ class Predictor:
                 pickle in place of safetensors is refused, never executed).
         """
         tta = tta_mode(tta)  # refuse a bad mode before loading anything
-        path = Path(path)
+        path = resolve_model(path)
         if not path.exists():
             raise FileNotFoundError(f"model not found: {path} (give a run folder, model.safetensors or model.onnx)")
         onnx_file = path if path.suffix == ".onnx" else None
@@ -378,6 +392,10 @@ class Predictor:
             return self._backend(batch)
         return tta_outputs(self._backend, batch, self.tta)
 
+    def decode(self, outputs: Mapping[str, np.ndarray], geometries: Sequence[Geometry]) -> list[dict[str, Any]]:
+        """Row fields of a batch's raw outputs; what the model cannot assess is None."""
+        return decode_outputs(outputs, self.meta, geometries, not_assessed=self.not_assessed)
+
     def finish(
         self,
         decoded: Mapping[str, Any],
@@ -398,6 +416,8 @@ class Predictor:
             height=height,
             quality=dict(quality) if quality is not None else None,
             model=self.model_info,
+            not_assessed=list(self.not_assessed),
+            unvalidated=list(self.unvalidated),
             **decoded,
         )
         prediction.assessment = self.assess_photo(prediction, intake)
@@ -425,6 +445,8 @@ class Predictor:
             height=height,
             quality=dict(quality) if quality is not None else None,
             model=self.model_info,
+            not_assessed=list(self.not_assessed),
+            unvalidated=list(self.unvalidated),
         )
         prediction.assessment = self.assess_photo(prediction, intake)
         return prediction
@@ -463,7 +485,7 @@ class Predictor:
                 intake=intake,
             )
         outputs = self.forward(item["array"][None])
-        decoded = decode_outputs(outputs, self.meta, [item["geometry"]])[0]
+        decoded = self.decode(outputs, [item["geometry"]])[0]
         return self.finish(
             decoded,
             image=name,
@@ -485,12 +507,14 @@ class Predictor:
         """Score many photos, yielding one result row per path, in order, as they are made.
 
         Args:
-            paths: photo files; the subject of each is read from its file name (the
-                leading token before ``_``, ``-`` or a space, see ``inference.score``).
+            paths: photo files; the subject of each is the patient id in its file name
+                (``P001_top.jpg`` -> ``P001``; None for camera names such as ``IMG_4411``,
+                see ``inference.inputs``).
             batch_size: photos per forward pass.
             workers: decoding worker processes (0 decodes in this process).
             intakes: ``Intake`` per subject, for the photo-level assessments.
         """
-        from scalpscan.inference.score import jobs_from_paths, score_jobs
+        from scalpscan.inference.inputs import jobs_from_paths
+        from scalpscan.inference.score import score_jobs
 
         yield from score_jobs(self, jobs_from_paths(paths), batch_size=batch_size, workers=workers, intakes=intakes)

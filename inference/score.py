@@ -1,28 +1,23 @@
 """Batch scoring: photos in, one result row per photo out, resumable and shardable.
 
-The driver behind ``scalpscan score`` and ``Predictor.score``:
+The driver behind ``scalpscan score`` and ``Predictor.score``. What to score (files,
+folders, manifests, each photo's patient, the files skipped) comes from
+:mod:`scalpscan.inference.inputs`; the results file (appending, resuming, CSV) is
+:mod:`scalpscan.inference.results`. This module runs the model over the photos:
 
-* **Inputs** are photo files, folders (searched recursively for :data:`IMAGE_EXTENSIONS`,
-  hidden folders skipped, in sorted order) or manifests (``.csv``, see ``data.manifest``).
-  A photo reached twice is scored once.
-* **Subject** of a photo: the manifest's ``subject`` column; otherwise the leading token
-  of the file name before the first ``_``, ``-``, ``.`` or space (``P001_top.jpg`` ->
-  ``P001``). When an intake sheet is given and that token is not on it but the name of
-  one of the photo's folders (below the input folder) is, that folder name is used
-  (``photos/P001/IMG_4411.jpg`` -> ``P001``).
 * **Decoding** (``load_image``), the quality gate and the evaluation transform run in
-  worker processes (a torch ``DataLoader``, forked), so the model does not wait for JPEG
-  decoding; the workers exit when this process dies, however it dies.
-  A file that cannot be read becomes an ``error`` row; the batch goes on.
+  worker processes (a torch ``DataLoader``, forked), so the model does not wait for photo
+  decoding; the workers exit when this process dies, however it dies. A file that cannot
+  be read becomes an ``error`` row in plain words; the batch goes on. The libraries'
+  warnings are captured into the row's ``warnings``, never printed.
 * **Output** rows are appended and flushed as they are made (and fsync'd after each
-  batch). Run the same command again after a crash or ``kill -9``: the existing rows are
-  read, a torn last line is cut off, photos that already have a row are skipped, so the
-  file ends with exactly one row per photo.
-* **Sharding**: ``shard=(k, n)`` keeps the photos whose stable hash (SHA-1 of the path
-  relative to its input folder or manifest) is ``k`` modulo ``n``; under ``torchrun``
-  the rank and world size are read from ``RANK`` / ``WORLD_SIZE``.
+  batch). Run the same command again after a crash or ``kill -9``: photos whose file
+  already has a row are skipped, a changed file (other size or modification time) is
+  scored again, and ``retry_errors`` scores the ``error`` rows again.
+* **Rows** carry, beyond ``Prediction.to_row()``: ``subject_source`` (how the patient was
+  found), ``warnings`` and ``file`` (``size``, ``mtime_ns``).
 * Memory stays flat: photos are decoded a few batches ahead and rows are written, not
-  kept; only the list of paths and the set of finished names are held.
+  kept; only the list of jobs and the finished keys are held.
 """
 
 from __future__ import annotations
@@ -30,385 +25,31 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import multiprocessing
 import os
 import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scalpscan.data.decode import IMAGE_EXTENSIONS
-from scalpscan.data.files import atomic_write
-from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
+from scalpscan.data.files import atomic_write, write_text_atomic
 from scalpscan.inference.decoding import decode_outputs, mask_images
+from scalpscan.inference.inputs import InputError, PhotoJob, SkippedFile
+from scalpscan.inference.results import ResultsFile, stored_path
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "FORMATS",
-    "CSV_COLUMNS",
-    "InputError",
-    "PhotoJob",
     "ScoreSummary",
-    "subject_from_name",
-    "discover_inputs",
-    "jobs_from_paths",
-    "parse_shard",
-    "shard_from_env",
-    "select_shard",
-    "sharded_out",
     "default_workers",
-    "ResultsFile",
-    "flatten_row",
-    "read_rows",
     "score_jobs",
     "run_score",
+    "sharded_out",
 ]
-
-
-#: Output formats: one JSON object per line, or a flat CSV (see :data:`CSV_COLUMNS`).
-FORMATS: tuple[str, ...] = ("jsonl", "csv")
-
-_SUBJECT_SPLIT = re.compile(r"[_\-. ]")
-
-
-class InputError(ValueError):
-    """A bad input, shard or output argument; the message names it and the fix."""
-
-
-@dataclass(frozen=True)
-class PhotoJob:
-    """One photo to score.
-
-    Attributes:
-        image: the path as written to the row's ``image`` (also the resume key).
-        subject: patient id, or None when unknown.
-        shard_key: path relative to its input folder or manifest, hashed for sharding.
-    """
-
-    image: str
-    subject: str | None
-    shard_key: str
-
-
-def subject_from_name(path: str | Path) -> str:
-    """Leading token of a file name: ``P001_top.jpg`` -> ``P001``; ``scan.jpg`` -> ``scan``."""
-    stem = Path(path).name
-    token = _SUBJECT_SPLIT.split(stem, maxsplit=1)[0]
-    return token or Path(path).stem
-
-
-def _subject(path: Path, root: Path | None, known: Iterable[str] | None) -> str:
-    token = subject_from_name(path)
-    if known is None:
-        return token
-    known_set = set(known)
-    if token in known_set or root is None:
-        return token
-    for parent in path.relative_to(root).parents:
-        if parent.name and parent.name in known_set:
-            return parent.name
-    return token
-
-
-def _walk(folder: Path) -> Iterator[Path]:
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                yield Path(root) / name
-
-
-def _manifest_jobs(path: Path) -> Iterator[PhotoJob]:
-    from scalpscan.data.manifest import ManifestError, read_manifest
-
-    try:
-        rows = read_manifest(path, check_files=False)
-    except ManifestError as exc:
-        raise InputError(f"manifest {path} cannot be read:\n{exc}") from exc
-    base = path.resolve().parent
-    for row in rows:
-        try:
-            key = row.image.resolve().relative_to(base).as_posix()
-        except ValueError:
-            key = row.image.as_posix()
-        yield PhotoJob(image=str(row.image), subject=row.subject or None, shard_key=key)
-
-
-def discover_inputs(inputs: Sequence[str | Path], *, subjects: Iterable[str] | None = None) -> list[PhotoJob]:
-    """The photos named by files, folders and manifests, each once, in a stable order.
-
-    Args:
-        inputs: photo files, folders (recursive) and ``.csv`` manifests.
-        subjects: subjects on the intake sheet, to match folder names against.
-
-    Raises:
-        InputError: for an input that does not exist, or a manifest that cannot be read.
-    """
-    known = set(subjects) if subjects is not None else None
-    jobs: list[PhotoJob] = []
-    seen: set[str] = set()
-
-    def add(job: PhotoJob) -> None:
-        key = os.path.normcase(os.path.abspath(job.image))
-        if key not in seen:
-            seen.add(key)
-            jobs.append(job)
-
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for photo in _walk(path):
-                rel = photo.relative_to(path)
-                add(PhotoJob(image=str(photo), subject=_subject(photo, path, known), shard_key=rel.as_posix()))
-        elif path.is_file() and path.suffix.lower() == ".csv":
-            for job in _manifest_jobs(path):
-                add(job)
-        elif path.is_file():
-            add(PhotoJob(image=str(path), subject=_subject(path, None, known), shard_key=path.name))
-        else:
-            raise InputError(f"input not found: {path} (give photo files, folders or a manifest .csv)")
-    return jobs
-
-
-def jobs_from_paths(paths: Iterable[str | Path]) -> list[PhotoJob]:
-    """One job per path, as given (the subject read from the file name)."""
-    return [PhotoJob(image=str(p), subject=subject_from_name(p), shard_key=Path(p).name) for p in paths]
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` -> ``(K, N)``; K counts from 0 (``0/4`` .. ``3/4``), like torchrun ranks.
-
-    Raises:
-        InputError: if the text is not ``K/N`` with ``0 <= K < N``.
-    """
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
-    if not match:
-        raise InputError(f"--shard {text!r}: expected K/N, e.g. 0/4 (K counts from 0)")
-    index, count = int(match.group(1)), int(match.group(2))
-    if count < 1 or index >= count:
-        raise InputError(f"--shard {text!r}: need N >= 1 and 0 <= K < N (K counts from 0, e.g. 0/4 .. 3/4)")
-    return index, count
-
-
-def shard_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
-    """``(RANK, WORLD_SIZE)`` when running under torchrun with more than one process."""
-    env = os.environ if environ is None else environ
-    try:
-        world = int(env.get("WORLD_SIZE", "1"))
-        rank = int(env.get("RANK", "0"))
-    except ValueError:
-        return None
-    if world > 1 and 0 <= rank < world:
-        return rank, world
-    return None
-
-
-def _shard_of(key: str, count: int) -> int:
-    digest = hashlib.sha1(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % count
-
-
-def select_shard(jobs: Iterable[PhotoJob], index: int, count: int) -> list[PhotoJob]:
-    """The jobs of shard ``index`` of ``count``; every job lands in exactly one shard."""
-    return [job for job in jobs if _shard_of(job.shard_key, count) == index]
-
-
-# -- output ------------------------------------------------------------------------------
-
-#: Columns of the CSV format, a flattened result row (lists joined with ``;``; reasons
-#: and cautions as JSON).
-CSV_COLUMNS: tuple[str, ...] = (
-    "image",
-    "subject",
-    "status",
-    "error",
-    "view",
-    *(f"conditions.{name}" for name in CONDITIONS),
-    *(f"thresholds.{name}" for name in CONDITIONS),
-    "findings",
-    "stage",
-    *(f"zones.{zone}.{key}" for zone in ZONES for key in ("visible", "box", "loss_fraction")),
-    "assessment.decision",
-    "assessment.recommendations",
-    "assessment.focus_zones",
-    "assessment.cautions",
-    "assessment.reasons",
-    "model.id",
-    "model.rules_version",
-    "width",
-    "height",
-    "stage_probabilities",
-    *(f"view_probabilities.{name}" for name in VIEWS),
-    "quality.reasons",
-    "masks.zones",
-    "masks.loss",
-)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return ";".join(value)  # findings, recommendations, focus zones
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
-        return " ".join(str(v) for v in value)  # boxes, stage probabilities
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)  # reasons, cautions
-    # One record per line keeps the resume logic the same as for JSON lines.
-    return str(value).replace("\r", " ").replace("\n", " ")
-
-
-def flatten_row(row: Mapping[str, Any]) -> dict[str, str]:
-    """A result row as a flat ``{column: text}`` for :data:`CSV_COLUMNS`."""
-    flat: dict[str, str] = {}
-    for column in CSV_COLUMNS:
-        value: Any = row
-        for part in column.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        flat[column] = _cell(value)
-    return flat
-
-
-class ResultsFile:
-    """An append-only results file that survives being killed mid-write.
-
-    Args:
-        path: the ``.jsonl`` or ``.csv`` file (created with its folder when missing).
-        fmt: "jsonl" or "csv".
-    """
-
-    def __init__(self, path: str | Path, fmt: str = "jsonl") -> None:
-        if fmt not in FORMATS:
-            raise InputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-        self.path = Path(path)
-        self.fmt = fmt
-        self._handle: io.TextIOWrapper | None = None
-        self._csv: Any = None
-
-    def resume(self) -> dict[str, str]:
-        """Read the rows already written: ``{image: status}``; cut off a torn last line.
-
-        Raises:
-            InputError: if the file is not a results file of this format.
-        """
-        done: dict[str, str] = {}
-        if not self.path.exists():
-            return done
-        if self.path.is_dir():
-            raise InputError(f"--out {self.path} is a folder; give a file name such as results.jsonl")
-        self._truncate_torn_tail()
-        if self.fmt == "jsonl":
-            with self.path.open("r", encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise InputError(
-                            f"{self.path} line {number} is not a JSON result row ({exc.msg}); "
-                            "is it a results file? Give another --out or repair the line"
-                        ) from exc
-                    if isinstance(row, dict) and "image" in row:
-                        done[str(row["image"])] = str(row.get("status"))
-            return done
-        with self.path.open("r", encoding="utf-8", newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                return done
-            if tuple(header) != CSV_COLUMNS:
-                raise InputError(
-                    f"{self.path} has other columns than scalpscan's CSV results; give another --out"
-                )
-            for record in reader:
-                if len(record) == len(CSV_COLUMNS):
-                    done[record[0]] = record[2]
-        return done
-
-    def _truncate_torn_tail(self) -> None:
-        size = self.path.stat().st_size
-        if size == 0:
-            return
-        with self.path.open("rb+") as handle:
-            handle.seek(size - 1)
-            if handle.read(1) == b"\n":
-                return
-            # Walk back to the last complete line and cut everything after it.
-            position, block = size, 1 << 16
-            cut = 0
-            while position > 0:
-                start = max(0, position - block)
-                handle.seek(start)
-                chunk = handle.read(position - start)
-                newline = chunk.rfind(b"\n")
-                if newline >= 0:
-                    cut = start + newline + 1
-                    break
-                position = start
-            handle.truncate(cut)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def open(self) -> None:
-        """Open for appending (writing the CSV header to a new file)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self._handle = self.path.open("a", encoding="utf-8", newline="")
-        if self.fmt == "csv":
-            self._csv = csv.writer(self._handle, lineterminator="\n")
-            if new:
-                self._csv.writerow(CSV_COLUMNS)
-                self._handle.flush()
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        """Append one row and flush it to the operating system."""
-        assert self._handle is not None, "open() first"
-        if self.fmt == "jsonl":
-            self._handle.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
-        else:
-            self._csv.writerow([flatten_row(row)[c] for c in CSV_COLUMNS])
-        self._handle.flush()
-
-    def sync(self) -> None:
-        """Force the written rows to disk (survives a power cut, not only a kill)."""
-        if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        """Sync and close."""
-        if self._handle is not None:
-            self.sync()
-            self._handle.close()
-            self._handle = None
-
-    def __enter__(self) -> ResultsFile:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Stream the rows of a ``.jsonl`` results file."""
-    with Path(path).open("r", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
-
-
-# -- decoding workers --------------------------------------------------------------------
 
 
 class _PhotoDataset:
@@ -425,8 +66,13 @@ class _PhotoDataset:
         return len(self.jobs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        from scalpscan.data.decode import capture_warnings
+
         job = self.jobs[index]
-        return {"job": job, **self.prepare(job.image)}
+        # The libraries' warnings (libtiff, EXIF, ICC) go into the row, not onto the terminal.
+        with capture_warnings() as caught:
+            item = self.prepare(job.image)
+        return {"job": job, **item, "warnings": caught}
 
 
 def _collate(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
@@ -508,6 +154,20 @@ def _intake_for(subject: str | None, intakes: Mapping[str, Any] | None) -> Any:
     return None
 
 
+def _row(prediction: Any, job: PhotoJob, warnings: Sequence[str]) -> dict[str, Any]:
+    """The prediction's row with what only the batch knows: how the patient was found, the
+    captured warnings and the file facts that make resume independent of the path's spelling."""
+    row: dict[str, Any] = {}
+    for key, value in prediction.to_row().items():
+        row[key] = value
+        if key == "subject":
+            row["subject_source"] = job.subject_source
+    row["warnings"] = list(warnings)
+    if job.size is not None:
+        row["file"] = {"size": job.size, "mtime_ns": job.mtime_ns}
+    return row
+
+
 def score_jobs(
     predictor: Any,
     jobs: Sequence[PhotoJob],
@@ -563,7 +223,7 @@ def score_jobs(
                     quality=item["quality"],
                     intake=intake,
                 )
-                yield prediction.to_row()
+                yield _row(prediction, job, item["warnings"])
                 continue
             n, position = position, position + 1
             prediction = predictor.finish(
@@ -585,7 +245,7 @@ def score_jobs(
                     "zones": os.path.relpath(zone_path, relative_to),
                     "hairloss": os.path.relpath(loss_path, relative_to),
                 }
-            yield prediction.to_row()
+            yield _row(prediction, job, item["warnings"])
 
 
 # -- the command -------------------------------------------------------------------------
@@ -598,18 +258,28 @@ class ScoreSummary:
     Attributes:
         out: the results file.
         total: photos in this run's inputs (this shard).
-        skipped: photos that already had a row (resumed).
+        skipped: photos that already had a row for the same file (resumed).
+        rescored: photos scored again: changed since their row, or error rows retried.
         counts: rows per status over all of the inputs' photos, resumed ones included.
         seconds: time spent scoring.
         report: the report index page, when reports were written.
+        skipped_files: files under the input folders that are not photos, with reasons.
+        skipped_list: the CSV listing every skipped file, when there are any.
+        unknown_patients: photos whose patient could not be known (each its own patient).
+        not_assessed: outputs the model does not assess (from the rows).
     """
 
     out: Path
     total: int = 0
     skipped: int = 0
+    rescored: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     report: Path | None = None
+    skipped_files: list[SkippedFile] = field(default_factory=list)
+    skipped_list: Path | None = None
+    unknown_patients: list[str] = field(default_factory=list)
+    not_assessed: set[str] = field(default_factory=set)
 
     @property
     def exit_code(self) -> int:
@@ -621,19 +291,56 @@ class ScoreSummary:
         scored = self.total - self.skipped
         rate = scored / self.seconds if self.seconds > 0 else 0.0
         parts = ", ".join(f"{status} {self.counts[status]}" for status in ("ok", "recapture", "error"))
-        text = (
+        lines = [
             f"{self.total} photos: {parts}. Scored {scored} in {self.seconds:.1f} s ({rate:.1f} photos/s)"
             + (f", {self.skipped} already in {self.out}" if self.skipped else "")
+            + (f", {self.rescored} scored again (file changed or error retried)" if self.rescored else "")
             + f". Results: {self.out}"
-        )
+        ]
+        if self.skipped_files:
+            counts = Counter(s.reason for s in self.skipped_files)
+            lines.append(
+                f"Skipped {len(self.skipped_files)} file(s) that are not photos: "
+                + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+                + (f" (all listed in {self.skipped_list})" if self.skipped_list else "")
+            )
+            for item in self.skipped_files[:10]:
+                lines.append(f"  {item.path}: {item.reason}" + (f", {item.detail}" if item.detail else ""))
+            if len(self.skipped_files) > 10:
+                lines.append(f"  ... and {len(self.skipped_files) - 10} more")
+        if self.unknown_patients:
+            names = ", ".join(Path(p).name for p in self.unknown_patients[:5])
+            more = f" and {len(self.unknown_patients) - 5} more" if len(self.unknown_patients) > 5 else ""
+            lines.append(
+                f"Patient unknown for {len(self.unknown_patients)} photo(s) ({names}{more}): each is assessed "
+                "as a patient of its own. Put each patient's photos in a folder named after the patient, "
+                "list them on the intake sheet, or give --subject REGEX"
+            )
+        if self.not_assessed:
+            lines.append(
+                "Not assessed by this model: " + ", ".join(sorted(n.replace("_", " ") for n in self.not_assessed))
+                + " (no labelled photos trained them; the rows leave them empty)"
+            )
         if self.report is not None:
-            text += f"\nReports: open {self.report}"
-        return text
+            lines.append(f"Reports: open {self.report}")
+        return "\n".join(lines)
 
 
 def sharded_out(out: Path, index: int, count: int) -> Path:
     """``results.jsonl`` -> ``results.shard0of4.jsonl`` (one output per torchrun rank)."""
     return out.with_name(f"{out.stem}.shard{index}of{count}{out.suffix}")
+
+
+def _write_skipped(out: Path, skipped: Sequence[SkippedFile]) -> Path:
+    """``results.skipped.csv`` beside the results: every file skipped, with its reason."""
+    path = out.with_name(f"{out.stem}.skipped.csv")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "reason", "detail"])
+    for item in skipped:
+        writer.writerow([item.path, item.reason, item.detail])
+    write_text_atomic(path, buffer.getvalue())
+    return path
 
 
 def run_score(
@@ -648,33 +355,50 @@ def run_score(
     report_dir: str | Path | None = None,
     save_masks: bool = False,
     progress: bool = True,
+    retry_errors: bool = False,
+    skipped_files: Sequence[SkippedFile] = (),
+    pdf: bool = False,
 ) -> ScoreSummary:
-    """Score the jobs that have no row in ``out`` yet, append their rows, summarise.
+    """Score the photos that have no row for their current file yet, append their rows.
 
     Args:
         predictor: a loaded ``Predictor``.
-        jobs: the photos (already sharded).
-        out: results file; rows already there are kept and their photos skipped.
+        jobs: the photos (already sharded), e.g. ``discover_inputs(...).jobs``.
+        out: results file; rows already there are kept and their photos skipped unless
+            the file changed since (other size or modification time).
         fmt: "jsonl" or "csv".
         batch_size: photos per forward pass.
         workers: decoding processes; :func:`default_workers` when None.
         intakes: ``Intake`` per subject.
-        report_dir: when given, patient reports are written there at the end (needs
-            ``fmt="jsonl"`` or reads the rows back from the JSON lines file).
+        report_dir: when given, patient reports and ``patients.jsonl`` are written there
+            at the end (needs ``fmt="jsonl"``).
         save_masks: save zone/loss mask PNGs beside ``out`` (always on with reports).
         progress: show a progress bar on stderr.
+        retry_errors: score photos whose row is an ``error`` again.
+        skipped_files: files the input search skipped, for the summary and its list.
+        pdf: with ``report_dir``, also write a PDF per patient.
     """
     from tqdm import tqdm
 
+    out = Path(out)
     results = ResultsFile(out, fmt)
     done = results.resume()
-    summary = ScoreSummary(out=Path(out), total=len(jobs))
-    todo = [job for job in jobs if job.image not in done]
-    summary.skipped = len(jobs) - len(todo)
+    summary = ScoreSummary(out=out, total=len(jobs), skipped_files=list(skipped_files))
+    summary.not_assessed |= done.not_assessed
+    summary.unknown_patients = [job.image for job in jobs if job.subject is None]
+    todo = []
     for job in jobs:
-        if job.image in done:
-            summary.counts[done[job.image]] += 1
-    mask_dir = Path(out).parent / f"{Path(out).stem}_masks" if (save_masks or report_dir) else None
+        status = done.status_of(job.key())
+        if status is None or (retry_errors and status == "error"):
+            todo.append(job)
+            if done.rows.get(job.key()[0]) is not None:
+                summary.rescored += 1
+        else:
+            summary.counts[status] += 1
+    summary.skipped = len(jobs) - len(todo)
+    if skipped_files:
+        summary.skipped_list = _write_skipped(out, skipped_files)
+    mask_dir = out.parent / f"{out.stem}_masks" if (save_masks or report_dir) else None
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="photo", desc="scoring", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     with results:
@@ -686,10 +410,13 @@ def run_score(
             workers=default_workers() if workers is None else workers,
             intakes=intakes,
             mask_dir=mask_dir,
-            results_dir=Path(out).parent,
+            results_dir=out.parent,
         ):
+            # The stored path resolves from the results file, wherever report runs.
+            row["image"] = stored_path(row["image"], out.parent)
             results.write(row)
             summary.counts[row["status"]] += 1
+            summary.not_assessed.update(row.get("not_assessed") or [])
             bar.update(1)
             rows_in_batch += 1
             if rows_in_batch >= batch_size:
@@ -698,18 +425,19 @@ def run_score(
     bar.close()
     summary.seconds = time.perf_counter() - start
     if report_dir is not None:
-        summary.report = _write_reports(summary.out, fmt, jobs, report_dir, intakes, predictor)
+        summary.report = _write_reports(summary.out, fmt, jobs, report_dir, intakes, predictor, pdf)
     return summary
 
 
 def _write_reports(
-    out: Path, fmt: str, jobs: Sequence[PhotoJob], report_dir: str | Path, intakes: Any, predictor: Any
+    out: Path, fmt: str, jobs: Sequence[PhotoJob], report_dir: str | Path, intakes: Any, predictor: Any, pdf: bool
 ) -> Path:
     from scalpscan.inference.report.render import write_reports
+    from scalpscan.inference.report.results import read_results
 
-    wanted = {job.image for job in jobs}
-    if fmt == "jsonl":
-        rows = [row for row in read_rows(out) if row.get("image") in wanted]
-    else:
+    if fmt != "jsonl":
         raise InputError("--report-dir needs --format jsonl (reports read the full rows)")
-    return Path(write_reports(rows, report_dir, intake=intakes, rules=predictor.rules, results_dir=out.parent))
+    wanted = {job.key()[0] for job in jobs}
+    rows, _ = read_results([out])
+    rows = [row for row in rows if os.path.normcase(str(Path(row["image"]).resolve())) in wanted]
+    return Path(write_reports(rows, report_dir, intake=intakes, rules=predictor.rules, pdf=pdf))

@@ -265,10 +265,12 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path} is too short ({size} bytes) to be a safetensors file")
         raise CheckpointError(f"{path} is not a safetensors file (bad header)")
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: cannot read safetensors ({type(exc).__name__}: "
                               f"{exc}); the file may be truncated or corrupt") from None
+    # Shipped models store float16 weights to stay small; the network computes in float32.
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
 def _check_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:

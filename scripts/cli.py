@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "score": "score",
     "report": "report",
+    "models": "models",
     "demo": "demo",
 }
 

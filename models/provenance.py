@@ -1,0 +1,123 @@
+"""What each output of a model learned from: labelled photos per source, and what follows.
+
+A model reports only what it learned. ``model.json`` records, for every output (each
+condition, the stage, the view, the zones and the hair-loss map), how many labelled photos
+of each source trained it and how many validated it. From that record:
+
+- an output that no label trained is *not assessed*: its value is never reported and never
+  turned into a finding (a randomly initialised head says nothing about a photo); so is a
+  condition with no validation labels, since it has no calibrated decision threshold;
+- an output whose labels all came from renders or from conditions painted onto real
+  photos is *unvalidated*: it has not been checked against real labels, and reports say so.
+
+Sources are read from a manifest row's ``source`` column: ``synth`` (the renderer) is
+"rendered", ``composite`` (a real photo with a painted patch or scar) is "composited" for
+the painted conditions and "real" for the photo's own labels, anything else is "real".
+
+Example:
+    >>> heads = {"stage": {"trained": {"real": 700}}, "zones": {"trained": {"rendered": 900}}}
+    >>> assessed_outputs({"heads": heads})[0][:3]
+    ['thinning', 'alopecia_patch', 'transplant_scar']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from scalpscan.data.vocab import CONDITIONS
+
+__all__ = ["OUTPUTS", "SOURCES", "label_counts", "head_provenance", "assessed_outputs"]
+
+#: Every output a model may assess, in row order.
+OUTPUTS: tuple[str, ...] = (*CONDITIONS, "stage", "view", "zones", "hairloss")
+#: Where a label came from.
+SOURCES: tuple[str, ...] = ("real", "composited", "rendered")
+# Conditions a composite paints; its other labels are the real photo's own.
+_PAINTED = ("alopecia_patch", "transplant_scar")
+# The loss weight that trains each output.
+_WEIGHT_OF = {**{c: "conditions" for c in CONDITIONS}, "stage": "stage", "view": "view",
+              "zones": "zones", "hairloss": "hairloss"}
+
+
+def _source(row: Any, output: str) -> str:
+    source = str((getattr(row, "extra", None) or {}).get("source", "")).strip().lower()
+    if source == "synth":
+        return "rendered"
+    if source == "composite" and output in _PAINTED:
+        return "composited"
+    return "real"
+
+
+def _known(row: Any, output: str) -> bool:
+    if output in CONDITIONS:
+        return row.conditions.get(output) is not None
+    if output == "stage":
+        return row.stage is not None
+    if output == "view":
+        return row.view is not None
+    if output == "zones":
+        return row.zone_mask is not None
+    return row.loss_mask is not None
+
+
+def label_counts(rows: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """Labelled photos per output and source (``{output: {source: n}}``, zeros left out)."""
+    counts: dict[str, dict[str, int]] = {output: {} for output in OUTPUTS}
+    for row in rows:
+        for output in OUTPUTS:
+            if _known(row, output):
+                source = _source(row, output)
+                counts[output][source] = counts[output].get(source, 0) + 1
+    return counts
+
+
+def head_provenance(train_rows: Iterable[Any], val_rows: Iterable[Any],
+                    loss_weights: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """The ``heads`` record of ``model.json``.
+
+    Args:
+        train_rows: the manifest rows the model trained on (extra training rows included).
+        val_rows: the rows it was validated and calibrated on.
+        loss_weights: the config's per-head loss weights (a head weighted 0 learned nothing,
+            whatever its labels).
+
+    Returns:
+        ``{output: {"trained": {source: n}, "validated": {source: n}}}``; ``trained`` is
+        empty for an output whose head had loss weight 0.
+    """
+    trained = label_counts(train_rows)
+    validated = label_counts(val_rows)
+    record: dict[str, dict[str, Any]] = {}
+    for output in OUTPUTS:
+        weight = float(loss_weights.get(_WEIGHT_OF[output], 1.0))
+        record[output] = {"trained": trained[output] if weight > 0 else {},
+                          "validated": validated[output]}
+    return record
+
+
+def assessed_outputs(meta: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """``(not_assessed, unvalidated)`` output names for a model's ``model.json``.
+
+    A model.json without a ``heads`` record (written before it existed) is judged by its
+    training config: a head with loss weight 0 is not assessed; nothing is marked
+    unvalidated, because the sources of its labels were not recorded.
+    """
+    heads = meta.get("heads")
+    if not isinstance(heads, Mapping):
+        weights = ((meta.get("config") or {}).get("loss_weights") or {})
+        weights = {("hairloss" if k == "loss" else k): v for k, v in weights.items()}
+        missing = [o for o in OUTPUTS if float(weights.get(_WEIGHT_OF[o], 1.0)) <= 0]
+        return missing, []
+    not_assessed, unvalidated = [], []
+    for output in OUTPUTS:
+        trained = (heads.get(output) or {}).get("trained") or {}
+        validated = (heads.get(output) or {}).get("validated") or {}
+        # A condition's decision threshold is calibrated on validation labels; without
+        # them there is no threshold, hence no finding to report.
+        uncalibrated = output in CONDITIONS and sum(int(n) for n in validated.values()) == 0
+        if sum(int(n) for n in trained.values()) == 0 or uncalibrated:
+            not_assessed.append(output)
+        elif not int(trained.get("real", 0)):
+            unvalidated.append(output)
+    return not_assessed, unvalidated
