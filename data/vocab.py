@@ -15,6 +15,7 @@ __all__ = [
     "VIEW_MIRROR",
     "ZONE_MIRROR",
     "TTA_MODES",
+    "OUTPUTS",
     "MANIFEST_COLUMNS",
     "SKIN_TONES",
     "HAIR_COLOURS",
@@ -57,6 +58,11 @@ TTA_MODES: dict[str, tuple[tuple[int, bool], ...]] = {
     "rot": ((0, False), (1, False), (2, False), (3, False)),
     "d4": tuple((turns, mirror) for mirror in (False, True) for turns in range(4)),
 }
+
+#: The outputs a result row reports, each of which a model may not assess (a head that no
+#: label trained): rows list those under "not_assessed" and give them null, never a guess.
+#: ``hairloss`` is the loss fraction of each zone (from the hair-loss map).
+OUTPUTS: tuple[str, ...] = (*CONDITIONS, "stage", "view", "zones", "hairloss")
 
 #: Columns every manifest has, in this order; further columns are allowed and kept.
 MANIFEST_COLUMNS: tuple[str, ...] = (

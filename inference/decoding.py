@@ -28,14 +28,13 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, softmax
 
-from scalpscan.data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
+from scalpscan.data.vocab import CONDITIONS, OUTPUTS, STAGES, VIEWS, ZONES
 from scalpscan.models.ordinal import ordinal_index, ordinal_probabilities
 
 __all__ = [
     "MIN_ZONE_FRACTION",
     "MASK_THRESHOLD",
     "Geometry",
-    "ASSESSABLE",
     "decode_outputs",
     "mask_images",
 ]
@@ -46,8 +45,6 @@ MIN_ZONE_FRACTION: float = 0.002
 #: Probability above which a mask pixel belongs to a zone or shows loss.
 MASK_THRESHOLD: float = 0.5
 
-#: The outputs a model may not assess (a head no label trained), as rows name them.
-ASSESSABLE: tuple[str, ...] = (*CONDITIONS, "stage", "view", "zones", "hairloss")
 
 
 @dataclass(frozen=True)
@@ -136,21 +133,22 @@ def decode_outputs(
         meta: the model's ``model.json`` (``input_size``, ``thresholds``, ``temperature``,
             optional ``stage_offsets``).
         geometries: where each photo sits in the network input.
-        not_assessed: outputs the model cannot assess (names from `ASSESSABLE`): their
-            values are None, never guessed. A condition gets no probability, threshold or
-            finding; ``stage`` nulls the stage and its probabilities; ``view`` the view;
-            ``zones`` every zone; ``hairloss`` each zone's loss fraction.
+        not_assessed: outputs the model cannot assess (names from
+            `scalpscan.data.vocab.OUTPUTS`): their values are None, never guessed. A
+            condition gets no probability, threshold or finding; ``stage`` nulls the stage
+            and its probabilities; ``view`` the view; ``zones`` every zone; ``hairloss``
+            each zone's loss fraction.
 
     Returns:
         Per photo: ``view``, ``view_probabilities``, ``conditions``, ``thresholds``,
         ``findings``, ``stage``, ``stage_probabilities`` and ``zones``.
 
     Raises:
-        ValueError: for a name in ``not_assessed`` that is not in `ASSESSABLE`.
+        ValueError: for a name in ``not_assessed`` that is not in ``OUTPUTS``.
     """
-    unknown = sorted(set(not_assessed) - set(ASSESSABLE))
+    unknown = sorted(set(not_assessed) - set(OUTPUTS))
     if unknown:
-        raise ValueError(f"not_assessed names unknown outputs {unknown}; known: {', '.join(ASSESSABLE)}")
+        raise ValueError(f"not_assessed names unknown outputs {unknown}; known: {', '.join(OUTPUTS)}")
     temperature = {"conditions": 1.0, "stage": 1.0, "view": 1.0, **(meta.get("temperature") or {})}
     thresholds = {name: 0.5 for name in CONDITIONS}
     thresholds.update(meta.get("thresholds") or {})
