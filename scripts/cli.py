@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "models": "models",
     "demo": "demo",
+    "serve": "serve",
+    "users": "users",
 }
 
 EPILOG = """\
@@ -33,6 +35,7 @@ examples:
   scalpscan train --data out/synth/manifest.csv --out runs/demo --backbone tiny
   scalpscan score photos/ --model runs/demo --out results.jsonl --intake intake.csv
   scalpscan report results.jsonl --out reports/ --intake intake.csv
+  scalpscan users add alice --data clinic/ && scalpscan serve --data clinic/ --model runs/demo
 
 Run `scalpscan COMMAND --help` for each command's options and examples.
 """
