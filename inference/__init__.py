@@ -19,9 +19,9 @@ _EXPORTS: dict[str, str] = {
     "Prediction": "scalpscan.inference.predictor",
     "Intake": "scalpscan.inference.intake",
     "read_intake": "scalpscan.inference.intake",
-    "assess": "scalpscan.inference.rules.engine",
-    "Assessment": "scalpscan.inference.rules.engine",
-    "load_rules": "scalpscan.inference.rules.engine",
+    "assess": "scalpscan.inference.rules",
+    "Assessment": "scalpscan.inference.rules",
+    "load_rules": "scalpscan.inference.rules",
     "write_reports": "scalpscan.inference.report.render",
 }
 

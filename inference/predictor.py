@@ -376,7 +376,7 @@ class Predictor:
     def rules(self) -> Any:
         """The candidacy rules rows are assessed with (loaded on first use)."""
         if self._rules is None:
-            from scalpscan.inference.rules.engine import load_rules
+            from scalpscan.inference.rules import load_rules
 
             self._rules = load_rules()
         return self._rules
@@ -453,7 +453,7 @@ class Predictor:
 
     def assess_photo(self, prediction: Prediction, intake: Any = None) -> dict[str, Any]:
         """Photo-level assessment: ``assess([row], intake)`` with this predictor's rules."""
-        from scalpscan.inference.rules.engine import assess
+        from scalpscan.inference.rules import assess
 
         return assess([prediction.to_row()], intake, rules=self.rules).to_dict()
 

@@ -17,16 +17,15 @@ import pytest
 from PIL import Image
 
 from scalpscan.data.vocab import CONDITIONS
-from scalpscan.inference.score import (
-    CSV_COLUMNS,
+from scalpscan.inference.inputs import (
     InputError,
-    ResultsFile,
     discover_inputs,
     parse_shard,
     select_shard,
     shard_from_env,
     subject_from_name,
 )
+from scalpscan.inference.results import CSV_COLUMNS, ResultsFile
 from scalpscan.scripts.commands import score as score_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +95,11 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _images(path: Path) -> list[str]:
+    """The rows' photos as absolute paths (rows store them relative to the results file's folder)."""
+    return [str((path.parent / row["image"]).resolve()) for row in _rows(path)]
+
+
 def test_folder_of_broken_awkward_and_good_photos(run_dir: Path, tmp_path: Path) -> None:
     expected = _awkward_folder(tmp_path / "photos")
     out = tmp_path / "results.jsonl"
@@ -106,7 +110,10 @@ def test_folder_of_broken_awkward_and_good_photos(run_dir: Path, tmp_path: Path)
     assert len(rows) == len(got) == len(expected)
     assert {name: row["status"] for name, row in got.items()} == expected
     for name, row in got.items():
-        assert row["subject"] == name.split("_")[0]
+        # The per-patient folder directly under the input folder comes before the name's id.
+        folder = Path(row["image"]).relative_to("photos").parts
+        assert row["subject"] == (folder[0] if len(folder) > 1 else name.split("_")[0])
+        assert row["subject_source"] == ("folder" if len(folder) > 1 else "pattern")
         if row["status"] == "ok":
             assert row["error"] is None and set(row["conditions"]) == set(CONDITIONS)
             for zone in row["zones"].values():
@@ -118,6 +125,10 @@ def test_folder_of_broken_awkward_and_good_photos(run_dir: Path, tmp_path: Path)
     assert (got["P003_rotated.jpg"]["width"], got["P003_rotated.jpg"]["height"]) == (120, 180)
     assert "too dark" in got["P004_dark.png"]["error"] and "too small" in got["P004_tiny.png"]["error"]
     assert "empty" in got["P005_empty.jpg"]["error"]
+    # Every other file under the folder is listed as skipped, with its reason.
+    with (tmp_path / "results.skipped.csv").open(newline="") as handle:
+        skipped = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(handle)}
+    assert skipped == {"notes.txt": "not a photo", "P009.jpg": "hidden"}
 
 
 def test_all_good_exits_0_and_rerun_scores_nothing_twice(run_dir: Path, tmp_path: Path) -> None:
@@ -134,7 +145,7 @@ def test_resume_after_kill_9(run_dir: Path, tmp_path: Path) -> None:
     photos = _good_photos(tmp_path / "photos", 150, size=256)
     out = tmp_path / "results.jsonl"
     code = (
-        "import argparse, sys; from scripts.commands import score as s; p = argparse.ArgumentParser(); "
+        "import argparse, sys; from scalpscan.scripts.commands import score as s; p = argparse.ArgumentParser(); "
         "s.add_arguments(p); sys.exit(s.run(p.parse_args(sys.argv[1:])))"
     )
     argv = [sys.executable, "-c", code, str(tmp_path / "photos"), "--model", str(run_dir), "--out", str(out)]
@@ -153,9 +164,8 @@ def test_resume_after_kill_9(run_dir: Path, tmp_path: Path) -> None:
     with out.open("a") as handle:
         handle.write('{"image": "' + str(photos[-1]) + '", "status": "o')
     assert _score(str(tmp_path / "photos"), "--model", str(run_dir), "--out", str(out), "--workers", "0") == 0
-    rows = _rows(out)
-    images = [row["image"] for row in rows]
-    assert sorted(images) == sorted(str(p) for p in photos)  # exactly one row per photo
+    images = _images(out)
+    assert sorted(images) == sorted(str(p.resolve()) for p in photos)  # exactly one row per photo
     assert len(set(images)) == len(images)
 
 
@@ -169,31 +179,31 @@ def test_csv_format_and_resume(run_dir: Path, tmp_path: Path) -> None:
     with out.open(newline="") as handle:
         records = list(csv.DictReader(handle))
     assert tuple(records[0]) == CSV_COLUMNS
-    assert sorted(r["image"] for r in records) == sorted(str(p) for p in photos)
+    assert sorted(r["image"] for r in records) == sorted(p.relative_to(tmp_path).as_posix() for p in photos)
     assert all(0.0 <= float(r["conditions.thinning"]) <= 1.0 for r in records)
     assert all(r["status"] == "ok" and r["model.id"] for r in records)
-    assert ResultsFile(out, "csv").resume().keys() == {str(p) for p in photos}
+    assert ResultsFile(out, "csv").resume().rows.keys() == {str(p.resolve()) for p in photos}
 
 
 def test_shards_cover_every_photo_once(run_dir: Path, tmp_path: Path) -> None:
     _good_photos(tmp_path / "photos" / "a", 7)
     _good_photos(tmp_path / "photos" / "b", 6)
-    jobs = discover_inputs([tmp_path / "photos"])
+    jobs = discover_inputs([tmp_path / "photos"]).jobs
     parts = [select_shard(jobs, k, 3) for k in range(3)]
     assert sorted(j.image for part in parts for j in part) == sorted(j.image for j in jobs)
     assert sum(len(p) for p in parts) == len(jobs) == 13
     # The split depends on paths relative to the folder, not where the folder is mounted.
     moved = tmp_path / "elsewhere"
     (tmp_path / "photos").rename(moved)
-    again = [[Path(j.image).relative_to(moved) for j in select_shard(discover_inputs([moved]), k, 3)] for k in range(3)]
+    again = [[Path(j.image).relative_to(moved) for j in select_shard(discover_inputs([moved]).jobs, k, 3)] for k in range(3)]
     assert again == [[Path(j.image).relative_to(tmp_path / "photos") for j in part] for part in parts]
     # Through the command: three shard runs together give one row per photo.
     seen: list[str] = []
     for k in range(3):
         out = tmp_path / f"part{k}.jsonl"
         assert _score(str(moved), "--model", str(run_dir), "--out", str(out), "--shard", f"{k}/3", "--workers", "0") == 0
-        seen += [row["image"] for row in _rows(out)]
-    assert sorted(seen) == sorted(str(p) for p in moved.rglob("*.jpg"))
+        seen += _images(out)
+    assert sorted(seen) == sorted(str(p.resolve()) for p in moved.rglob("*.jpg"))
 
 
 def test_torchrun_ranks_split_the_folder_into_one_file_each(
@@ -205,9 +215,9 @@ def test_torchrun_ranks_split_the_folder_into_one_file_each(
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
         assert _score(str(tmp_path / "photos"), "--model", str(run_dir), "--out", str(tmp_path / "r.jsonl"), "--workers", "0") == 0
-        seen += [row["image"] for row in _rows(tmp_path / f"r.shard{rank}of2.jsonl")]
+        seen += _images(tmp_path / f"r.shard{rank}of2.jsonl")
     assert not (tmp_path / "r.jsonl").exists()
-    assert sorted(seen) == sorted(str(p) for p in photos)
+    assert sorted(seen) == sorted(str(p.resolve()) for p in photos)
 
 
 def test_shard_arguments_and_torchrun_env() -> None:
@@ -237,28 +247,54 @@ def test_bad_arguments_exit_2_before_any_photo_is_scored(run_dir: Path, tmp_path
     assert not out.exists()
 
 
-def test_subjects_from_names_folders_and_manifests(tmp_path: Path) -> None:
+def test_subject_pattern_never_reads_camera_names_or_dates() -> None:
     assert subject_from_name("photos/P001_top.jpg") == "P001"
-    assert subject_from_name("anna-crown.heic") == "anna"
-    assert subject_from_name("scan.jpg") == "scan"
-    _good_photos(tmp_path / "photos" / "P777", 1)
-    (tmp_path / "photos" / "P777" / "S00_0000.jpg").rename(tmp_path / "photos" / "P777" / "IMG_0001.jpg")
-    assert [j.subject for j in discover_inputs([tmp_path / "photos"])] == ["IMG"]
-    assert [j.subject for j in discover_inputs([tmp_path / "photos"], subjects={"P777"})] == ["P777"]
-    manifest = tmp_path / "photos" / "manifest.csv"
+    assert subject_from_name("2024-0012 crown.heic") == "2024-0012"
+    assert subject_from_name("p012-top.jpg") == "p012"
+    for camera in ("IMG_4411.HEIC", "IMG_4412.HEIC", "20240115_103045.jpg", "DSC01234.JPG", "P1010001.JPG",
+                   "PXL_20240115_103045123.jpg", "MVIMG_20240101_120000.jpg", "Screenshot 2024-01-15 at 10.30.45.png",
+                   "2024-01-15 10.30.45.jpg", "DJI0001.jpg", "scan.jpg", "anna-crown.heic"):
+        assert subject_from_name(camera) is None, camera
+    assert subject_from_name("anna-crown.heic", r"^([a-z]+)-") == "anna"
+    assert subject_from_name("case7_top.jpg", r"case(?P<subject>\d+)") == "7"
+
+
+def test_who_is_who_manifest_intake_folder_pattern_unknown(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for name in ("IMG_4411.HEIC", "IMG_4412.HEIC", "20240115_103045.jpg", "P002_top.jpg", "anna/IMG_0001.jpg",
+                 "anna/deeper/IMG_0002.jpg", "visits/P777/IMG_0003.jpg", "Bob_front.jpg"):
+        path = photos / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_textured(32, 32, 1)).save(path, format="JPEG")
+    found = discover_inputs([photos], subjects={"p777", "BOB"})
+    got = {Path(j.image).relative_to(photos.resolve()).as_posix(): (j.subject, j.subject_source) for j in found.jobs}
+    assert got == {
+        "IMG_4411.HEIC": (None, "unknown"),  # two phone photos are never one "Patient IMG"
+        "IMG_4412.HEIC": (None, "unknown"),
+        "20240115_103045.jpg": (None, "unknown"),  # nor is a day of photos one patient
+        "P002_top.jpg": ("P002", "pattern"),
+        "anna/IMG_0001.jpg": ("anna", "folder"),  # per-patient folder, no intake sheet needed
+        "anna/deeper/IMG_0002.jpg": ("anna", "folder"),
+        "visits/P777/IMG_0003.jpg": ("p777", "intake"),  # the sheet's spelling
+        "Bob_front.jpg": ("BOB", "intake"),
+    }
+    assert [Path(j.image).name for j in found.unknown_patients()] == ["20240115_103045.jpg", "IMG_4411.HEIC", "IMG_4412.HEIC"]
+    with pytest.raises(InputError, match="--subject"):
+        discover_inputs([photos], subject_pattern="P(")
+    manifest = photos / "manifest.csv"
     manifest.write_text(
         "image,subject,view,thinning,alopecia_patch,transplant_scar,stage,zone_mask,loss_mask\n"
-        "P777/IMG_0001.jpg,patient-9,top,,,,,,\n"
+        "anna/IMG_0001.jpg,patient-9,top,,,,,,\n"
     )
-    jobs = discover_inputs([manifest, tmp_path / "photos" / "P777" / "IMG_0001.jpg"])
-    assert len(jobs) == 1 and jobs[0].subject == "patient-9"  # the same photo twice is scored once
+    jobs = discover_inputs([manifest, photos / "anna" / "IMG_0001.jpg"]).jobs
+    assert len(jobs) == 1 and (jobs[0].subject, jobs[0].subject_source) == ("patient-9", "manifest")
 
 
 def test_torn_tail_is_cut_and_foreign_files_refused(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     out.write_text('{"image": "a.jpg", "status": "ok"}\n{"image": "b.jp')
     results = ResultsFile(out)
-    assert results.resume() == {"a.jpg": "ok"}
+    assert {Path(k).name: v.status for k, v in results.resume().rows.items()} == {"a.jpg": "ok"}
     assert out.read_text() == '{"image": "a.jpg", "status": "ok"}\n'
     other = tmp_path / "other.jsonl"
     other.write_text("hello\nworld\n")

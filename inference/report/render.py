@@ -25,7 +25,7 @@ from scalpscan.data.vocab import CONDITIONS, STAGES, ZONES
 from scalpscan.inference.intake import Intake, join_intake
 from scalpscan.inference.report.charts import bar_chart
 from scalpscan.inference.report.images import ZONE_COLOURS, photo_figure
-from scalpscan.inference.rules.engine import (
+from scalpscan.inference.rules import (
     DECISIONS,
     RECOMMENDATIONS,
     Assessment,

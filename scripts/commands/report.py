@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from scalpscan.inference.intake import IntakeError, join_intake, read_intake
     from scalpscan.inference.report.render import write_reports
     from scalpscan.inference.report.results import ResultsError, read_results
-    from scalpscan.inference.rules.engine import RulesError, load_rules
+    from scalpscan.inference.rules import RulesError, load_rules
 
     try:
         rules = load_rules(args.rules)

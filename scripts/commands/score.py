@@ -20,11 +20,17 @@ examples:
   torchrun --nproc-per-node 4 -m scalpscan.scripts.cli score photos/ --model runs/demo --out results.jsonl --device cuda
   scalpscan score photos/ --model runs/demo --out results.jsonl --tta rot        # sideways phone photos
 
-Run the same command again after a crash or interruption: photos that already have a row
-are skipped. Exit code: 0 when every photo is ok, 1 when some are error or recapture,
-2 for bad arguments (missing input or model, bad intake sheet, bad --shard).
-The subject of a photo is the manifest's subject column, else the file name's leading
-token (P001_top.jpg -> P001), else a folder named like a subject on the intake sheet.
+Run the same command again after a crash or interruption: photos whose file already has a
+row are skipped, however the inputs are spelled; a changed file is scored again, and
+--retry-errors scores error rows again. Every file under a folder is either scored or listed
+as skipped (hidden, not a photo, unsupported) in the summary and in RESULTS.skipped.csv.
+Exit code: 0 when every photo is ok, 1 when some are error or recapture, 2 for bad
+arguments (missing input or model, bad intake sheet, bad --shard or --subject).
+A photo's patient is the manifest's subject column, else a name on the intake sheet (a
+folder or a file name token), else the folder directly under the input folder
+(photos/P001/IMG_4411.HEIC -> P001), else a patient id in the file name (--subject REGEX;
+the default finds P001 or 2024-0012 and never camera names like IMG_4411 or dates). A photo
+whose patient is unknown is a patient of its own, never pooled with others.
 --tta averages each photo's logits with those of its mirror (flip, the default), of its
 90-degree turns (rot: 4 passes) or of both (d4: 8 passes), mapped back first; the
 temperatures and thresholds stay the ones fitted without TTA. Give the inputs before a
@@ -51,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time augmentation: flip (the default: average with the mirrored photo), "
                              "rot (the photo turned by 0/90/180/270 degrees) or d4 (the four turns with "
                              "and without the mirror)")
+    parser.add_argument("--subject", metavar="REGEX", default=None,
+                        help="patient id in file names: a regular expression whose group 'subject' (or first "
+                             "group, or whole match) is the id; default finds ids like P001 or 2024-0012")
+    parser.add_argument("--retry-errors", action="store_true", help="score photos whose row is an error again")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="refuse pictures with more pixels than this (default 250,000,000: 200 MP photos "
+                             "pass, crafted decompression bombs do not)")
+    parser.add_argument("--pdf", action="store_true", help="with --report-dir: also a PDF per patient (A4 and Letter)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -61,7 +75,16 @@ def _fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Validate every argument (intake sheet included) before scoring a photo."""
-    from scalpscan.inference.score import InputError, discover_inputs, parse_shard, select_shard, shard_from_env, sharded_out
+    from scalpscan.data.decode import set_max_pixels
+    from scalpscan.inference.inputs import (
+        DEFAULT_SUBJECT_PATTERN,
+        InputError,
+        discover_inputs,
+        parse_shard,
+        select_shard,
+        shard_from_env,
+    )
+    from scalpscan.inference.score import sharded_out
 
     out = Path(args.out)
     fmt = args.format or ("csv" if out.suffix.lower() == ".csv" else "jsonl")
@@ -73,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--threads {args.threads}: must be at least 1")
     if args.report_dir and fmt != "jsonl":
         return _fail("--report-dir needs JSON lines results (--format jsonl / --out results.jsonl)")
+    if args.pdf and not args.report_dir:
+        return _fail("--pdf needs --report-dir (the PDFs go beside the HTML pages)")
+    if args.max_pixels is not None:
+        if args.max_pixels < 1:
+            return _fail(f"--max-pixels {args.max_pixels}: must be a positive number of pixels, e.g. 250000000")
+        set_max_pixels(args.max_pixels)
     device = args.device
     if not (device == "cpu" or device.startswith("cuda")):
         return _fail(f"--device {device!r}: expected cpu, cuda or cuda:N")
@@ -94,11 +123,20 @@ def run(args: argparse.Namespace) -> int:
         if env_shard is not None:
             shard = env_shard
             out = sharded_out(out, *env_shard)
-        jobs = discover_inputs(args.inputs, subjects=intakes.keys() if intakes else None)
+        found = discover_inputs(
+            args.inputs,
+            subjects=intakes.keys() if intakes else None,
+            subject_pattern=DEFAULT_SUBJECT_PATTERN if args.subject is None else args.subject,
+        )
     except InputError as exc:
         return _fail(str(exc))
+    jobs = found.jobs
     if not jobs:
-        return _fail(f"no photos found in {' '.join(args.inputs)} (looked for .jpg .png .webp .tif .heic ...)")
+        skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(found.skipped_counts().items()))
+        return _fail(
+            f"no photos found in {' '.join(args.inputs)}"
+            + (f" (skipped: {skipped}; e.g. {found.skipped[0].path})" if found.skipped else " (the folders are empty)")
+        )
     if shard is not None:
         jobs = select_shard(jobs, *shard)
 
@@ -137,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
             report_dir=args.report_dir,
             save_masks=args.save_masks,
             progress=not args.no_progress,
+            retry_errors=args.retry_errors,
+            skipped_files=found.skipped,
+            pdf=args.pdf,
         )
     except InputError as exc:
         return _fail(str(exc))
