@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scalpscan.data.vocab import CONDITIONS
 from scalpscan.inference.intake import Intake
 from scalpscan.inference.report import ResultsError, patient_filename, read_results, write_reports
 from scalpscan.inference.report.images import photo_figure
@@ -77,6 +78,11 @@ class _Page(HTMLParser):
         self.text.append(data)
 
     @property
+    def content(self) -> str:
+        """The visible text, whitespace collapsed."""
+        return " ".join(" ".join(self.text).split())
+
+    @property
     def ids(self) -> set[str]:
         return {a["id"] for _, a in self.tags if a.get("id")}
 
@@ -130,7 +136,7 @@ def build(sample: Path, out: Path, **kwargs: Any) -> Path:
 def test_pages_and_sections(sample: Path, tmp_path: Path) -> None:
     index = build(sample, tmp_path / "out")
     pages = sorted(p.name for p in index.parent.iterdir())
-    assert pages == sorted(["index.html", "patient-P1.html", patient_filename(EVIL_SUBJECT)])
+    assert pages == sorted(["index.html", "patients.jsonl", "patient-P1.html", patient_filename(EVIL_SUBJECT)])
     page = _Page((index.parent / "patient-P1.html").read_text())
     for section in ("summary", "decision", "recommendations", "focus-zones", "cautions", "photos", "findings",
                     "stage", "reasons", "intake", "disclaimers", "provenance"):
@@ -329,12 +335,105 @@ def test_report_command_refuses_bad_input(sample: Path, tmp_path: Path, capsys: 
     assert not (tmp_path / "r" / "index.html").exists()
 
 
-def test_write_reports_without_intake_or_subject(tmp_path: Path) -> None:
+def test_photos_without_a_patient_are_each_a_flagged_patient_of_their_own(tmp_path: Path) -> None:
+    make_photo(tmp_path / "IMG_4411.jpg")
+    make_photo(tmp_path / "IMG_4412.jpg")
+    rows = [result_row("IMG_4411.jpg", subject=None, subject_source="unknown"),
+            result_row("IMG_4412.jpg", subject=None, subject_source="unknown")]
+    index = write_reports(rows, tmp_path / "out", results_dir=tmp_path)
+    page = _Page(index.read_text())
+    assert "unknown-patients" in page.ids and "patient unknown" in page.content
+    records = [json.loads(line) for line in (index.parent / "patients.jsonl").read_text().splitlines()]
+    assert len(records) == 2  # never pooled into one patient
+    assert all(r["subject"] is None and r["patient_known"] is False for r in records)
+    assert {r["photos"][0]["image"] for r in records} == {"IMG_4411.jpg", "IMG_4412.jpg"}
+    for record in records:
+        patient = _Page((index.parent / record["page"]).read_text())
+        assert "unknown-patient" in patient.ids and "assessed on its own" in patient.content
+        assert len(data_uri_images((index.parent / record["page"]).read_text())) == 1
+
+
+def test_patient_page_says_how_its_photos_were_grouped(tmp_path: Path) -> None:
     make_photo(tmp_path / "a.jpg")
-    index = write_reports([result_row("a.jpg", subject=None)], tmp_path / "out", results_dir=tmp_path)
-    html = index.read_text()
-    assert "(no subject)" in html and "have no subject" in html
-    assert len(data_uri_images((index.parent / patient_filename("(no subject)")).read_text())) == 1
+    index = write_reports([result_row("a.jpg", subject="anna", subject_source="folder")], tmp_path / "out",
+                          results_dir=tmp_path)
+    page = _Page((index.parent / "patient-anna.html").read_text())
+    assert "per-patient folder" in page.content
+    record = json.loads((index.parent / "patients.jsonl").read_text())
+    assert record["grouping"]["sources"] == ["folder"]
+
+
+def _not_assessed_row(image: str) -> dict[str, Any]:
+    return result_row(
+        image,
+        conditions={"thinning": 0.91, "alopecia_patch": None, "transplant_scar": None},
+        findings=["thinning"],
+        stage=None,
+        stage_probabilities=None,
+        zones={"crown": {"visible": True, "box": [10, 8, 40, 30], "loss_fraction": None}},
+        not_assessed=["alopecia_patch", "transplant_scar", "stage", "hairloss"],
+        unvalidated=["thinning"],
+    )
+
+
+def test_what_the_model_does_not_assess_is_said_never_shown_as_absent(tmp_path: Path) -> None:
+    make_photo(tmp_path / "a.jpg")
+    index = write_reports([_not_assessed_row("a.jpg")], tmp_path / "out", results_dir=tmp_path)
+    home = _Page(index.read_text())
+    assert "not-assessed" in home.ids
+    assert "alopecia patches" in home.content and "Norwood stage" in home.content
+    html = (index.parent / "patient-P1.html").read_text()
+    page = _Page(html)
+    assert {"limits", "not-assessed", "unvalidated"} <= page.ids
+    assert "not validated on real photos" in page.content
+    findings = page.content[page.content.index("Findings"):]
+    # A condition the model cannot assess is never "0 %", "0.00" or "no".
+    patch_row = findings[findings.index("alopecia patch"):findings.index("transplant scar")]
+    assert "not assessed" in patch_row and "no" not in patch_row.replace("not assessed", "").split()
+    assert "0.00" not in patch_row and "0%" not in patch_row
+    record = json.loads((index.parent / "patients.jsonl").read_text())
+    assert record["not_assessed"] == ["alopecia_patch", "transplant_scar", "stage", "hairloss"]
+    assert record["unvalidated"] == ["thinning"]
+    assert record["stage"] is None
+    by_name = {f["name"]: f for f in record["findings"]}
+    assert by_name["alopecia_patch"] == {"name": "alopecia_patch", "present": None, "probability": None,
+                                         "threshold": None, "not_assessed": True, "unvalidated": False}
+    assert by_name["thinning"]["present"] is True and by_name["thinning"]["unvalidated"] is True
+    assert [(z["name"], z["loss_fraction"]) for z in record["zones"]] == [("crown", None)]
+
+
+def test_patients_jsonl_holds_every_field_the_page_shows(tmp_path: Path) -> None:
+    make_photo(tmp_path / "a.jpg")
+    make_photo(tmp_path / "b.jpg")
+    rows = [result_row("a.jpg"), result_row("b.jpg", status="error", error="b.jpg: the file is truncated")]
+    index = write_reports(rows, tmp_path / "out", results_dir=tmp_path,
+                          intake={"P1": Intake(sex="male", subject="P1", keloid_history=True)})
+    record = json.loads((index.parent / "patients.jsonl").read_text())
+    page = _Page((index.parent / record["page"]).read_text())
+    assert record["subject"] == "P1" and record["decision_label"] in page.content
+    assert record["stage"] == 4 and record["assessment"]["decision"] == record["decision"]
+    assert [r["label"] for r in record["recommendations"]] == [label for label in
+                                                               (r["label"] for r in record["recommendations"])
+                                                               if label in page.content]
+    assert record["cautions"] and all(c["label"] in page.content for c in record["cautions"])
+    assert record["intake"]["keloid_history"] is True and record["intake"]["sex"] == "male"
+    assert [p["status"] for p in record["photos"]] == ["ok", "error"]
+    assert record["photos"][1]["error"] == "b.jpg: the file is truncated"
+    assert record["disclaimers"] and all(d in page.content for d in record["disclaimers"])
+    assert record["reasons"] and all(r["text"] in page.content for r in record["reasons"])
+    assert record["models"] == ["tiny-test-1"] and record["rules"]["version"] == "1.0.0"
+    assert {f["name"] for f in record["findings"]} == set(CONDITIONS)
+
+
+def test_pdf_without_an_engine_is_one_clear_message_and_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    from scalpscan.inference.report import pdf
+
+    make_photo(tmp_path / "a.jpg")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv(pdf.ENGINE_ENV, raising=False)
+    with pytest.raises(pdf.PdfError, match="apt-get install chromium"):
+        write_reports([result_row("a.jpg")], tmp_path / "out", results_dir=tmp_path, pdf=True)
+    assert not (tmp_path / "out").exists()
 
 
 def test_patient_intake_is_used(tmp_path: Path) -> None:
