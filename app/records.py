@@ -9,20 +9,13 @@ between visits raises the "progressing loss" caution, with its reason.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 from scalpscan.app.db import Visit
 from scalpscan.data.vocab import VIEWS, ZONES
 from scalpscan.inference.intake import Intake
-from scalpscan.inference.rules import Assessment, Rules, assess
-
-try:  # measured progression between visits
-    from scalpscan.inference.rules.progression import PriorVisit, zone_changes
-except ImportError:  # pragma: no cover - a rules engine without it assesses each visit alone
-    PriorVisit = None  # type: ignore[assignment,misc]
-    zone_changes = None  # type: ignore[assignment]
+from scalpscan.inference.rules import Assessment, PriorVisit, Rules, assess, zone_changes
 
 __all__ = [
     "visit_intake",
@@ -31,12 +24,7 @@ __all__ = [
     "prior_visits",
     "assess_visit",
     "compare_visits",
-    "HAS_PROGRESSION",
 ]
-
-#: Whether the rules engine measures progression between visits.
-HAS_PROGRESSION: bool = PriorVisit is not None and "prior" in inspect.signature(assess).parameters
-
 
 def visit_intake(visit: Visit) -> Intake:
     """The visit's intake answers, as the rules read them."""
@@ -62,8 +50,6 @@ def _earlier(visit: Visit) -> list[Visit]:
 
 def prior_visits(visit: Visit, rules: Rules) -> tuple[Any, ...]:
     """Earlier visits as the engine's ``PriorVisit``s (date, loss fraction per zone, stage), oldest first."""
-    if not HAS_PROGRESSION:
-        return ()
     priors = []
     for earlier in sorted(_earlier(visit), key=lambda v: (v.date, v.id)):
         past = assess(visit_rows(earlier), visit_intake(earlier), rules=rules)
@@ -75,8 +61,6 @@ def prior_visits(visit: Visit, rules: Rules) -> tuple[Any, ...]:
 def assess_visit(visit: Visit, rules: Rules) -> Assessment:
     """The visit's assessment: its photos and intake, and the patient's earlier visits as ``prior``."""
     rows, intake = visit_rows(visit), visit_intake(visit)
-    if not HAS_PROGRESSION:
-        return assess(rows, intake, rules=rules)
     return assess(rows, intake, rules=rules, prior=prior_visits(visit, rules), visit_date=visit.date)
 
 
@@ -110,10 +94,7 @@ def compare_visits(older: Visit, newer: Visit, rules: Rules) -> dict[str, Any]:
     b = assess_visit(newer, rules)
     days = (newer.date - older.date).days
     before, after = _zone_losses(a), _zone_losses(b)
-    measured: dict[str, dict[str, Any]] = {}
-    if zone_changes is not None:
-        measured = zone_changes(after, PriorVisit(date=older.date, zones=before, stage=a.stage),
-                                visit_date=newer.date)
+    measured = zone_changes(after, PriorVisit(date=older.date, zones=before, stage=a.stage), visit_date=newer.date)
     zones = []
     for zone in ZONES:
         info = measured.get(zone, {})

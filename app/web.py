@@ -26,12 +26,13 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scalpscan.app import exporting
 from scalpscan.app.auth import check_password, end_session, find_session, new_token, start_session, tokens_match
 from scalpscan.app.config import AppConfig
 from scalpscan.app.db import AuditEntry, LoginSession, Patient, Photo, Visit, open_database
-from scalpscan.app.records import HAS_PROGRESSION, assess_visit, compare_visits, newest_first, visit_progress
+from scalpscan.app.records import assess_visit, compare_visits, newest_first, visit_progress
 from scalpscan.app.store import PhotoStore, UploadError, check_photo
 from scalpscan.app.scoring import Scorer
 from scalpscan.inference.intake import parse_sex
@@ -195,7 +196,7 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
         context.setdefault("actions", [])
         html = env.get_template(template).render(user=login.user.name if login else None,
                                                  csrf=login.csrf if login else None, inline_css=None,
-                                                 has_progression=HAS_PROGRESSION, **context)
+                                                 **context)
         return HTMLResponse(html, status_code=status)
 
     def login_for(request: Request, db: Session, *, api: bool = False) -> LoginSession:
@@ -213,7 +214,7 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
     async def form_of(request: Request, *, files: int = 0) -> Any:
         try:
             return await request.form(max_files=files, max_fields=40, max_part_size=64 * 1024)
-        except HTTPException as exc:
+        except StarletteHTTPException as exc:
             raise HTTPException(400, f"the form could not be read: {exc.detail}") from None
 
     def check_csrf(login: LoginSession, form: Any) -> None:
@@ -233,8 +234,8 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
             raise HTTPException(404, "no such visit")
         return visit
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.endswith((".json", "/status")) or exc.status_code == 401:
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
         html = env.get_template("app_error.html.j2").render(user=None, csrf=None, inline_css=None, actions=[],
@@ -442,7 +443,7 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
             login_for(request, db)
         try:
             form = await request.form(max_files=config.max_photos, max_fields=40, max_part_size=64 * 1024)
-        except HTTPException as exc:
+        except StarletteHTTPException as exc:
             detail = str(exc.detail)
             if "files" in detail.lower():
                 detail = f"at most {config.max_photos} photos per visit upload"
@@ -566,7 +567,7 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
             css = (_REPORT_TEMPLATES / "report.css").read_text(encoding="utf-8") + "\n" + (
                 _HERE / "static" / "app.css").read_text(encoding="utf-8")
             html = env.get_template("patient.html.j2").render(
-                user=None, csrf=None, inline_css=css, has_progression=HAS_PROGRESSION, index_href=None, csp="",
+                user=None, csrf=None, inline_css=css, index_href=None, csp="",
                 css="", actions=[], visit=visit, **context)
             try:
                 pdf = exporting.html_to_pdf(html, chromium=config.chromium)

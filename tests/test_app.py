@@ -1,0 +1,424 @@
+"""The clinic web app (`scalpscan serve`): login, CSRF, uploads, background scoring, visits, comparison,
+export, deletion and import, on SQLite and on a real PostgreSQL server (skipped, saying why, without one)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from scalpscan.app import AppConfig, create_app
+from scalpscan.app.auth import add_user
+from scalpscan.app.db import AuditEntry, Patient, Photo
+from scalpscan.app.importer import import_results
+from scalpscan.app.store import PhotoStore
+
+PASSWORD = "correct horse battery staple"
+GPS_TAG = 0x8825
+
+
+def photo_bytes(seed: int = 0, *, side: int = 128, gps: bool = False) -> bytes:
+    """A seeded JPEG big and sharp enough to pass the quality gate; optionally with GPS EXIF."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(70, 190, (side, side, 3), dtype=np.uint8)
+    pixels[: side // 3] = (90 + seed * 7 % 80, 70, 60)
+    image = Image.fromarray(pixels, "RGB")
+    exif = Image.Exif()
+    if gps:
+        exif[0x010F] = "PhoneMaker"
+        exif.get_ifd(GPS_TAG).update({1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)})
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90, exif=exif.tobytes() if gps else b"")
+    return out.getvalue()
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token in a page's forms."""
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+def log_in(client, name: str = "alice", password: str = PASSWORD) -> str:
+    """Log a test client in; returns the login's CSRF token."""
+    page = client.get("/login")
+    answer = client.post("/login", data={"csrf": csrf_of(page.text), "name": name, "password": password,
+                                         "next": "/patients"})
+    assert answer.status_code == 200 and answer.url.path == "/patients", answer.text[:500]
+    return csrf_of(answer.text)
+
+
+def _pg_bin() -> Path | None:
+    roots = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for root in roots:
+        if (root / "initdb").exists() and (root / "pg_ctl").exists():
+            return root
+    return None
+
+
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1 (yields its URL), or raises RuntimeError saying why not.
+
+    ``SCALPSCAN_TEST_POSTGRES_URL`` names an existing server instead.
+    """
+    url = os.environ.get("SCALPSCAN_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    binaries = _pg_bin()
+    if binaries is None:
+        raise RuntimeError("no PostgreSQL server programs (Debian package postgresql; `make test` installs it as root)")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the package's postgres user
+        if shutil.which("runuser") is None:
+            raise RuntimeError("running as root without runuser to start PostgreSQL as user postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    folder = Path(tempfile.mkdtemp(prefix="scalpscan-pg-"))
+    if as_user:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+    try:
+        subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data), "-U", "scalpscan", "--auth=trust",
+                        "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-w", "-t", "60", "-l",
+                        str(folder / "log"), "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True, timeout=120)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RuntimeError(f"PostgreSQL could not be started: {exc} {detail.decode(errors='replace')[-300:]}") from None
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = subprocess.run([*as_user, str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                                   "scalpscan", "scalpscan"], capture_output=True, timeout=30)
+            if done.returncode == 0:
+                break
+            time.sleep(0.5)
+        yield f"postgresql+psycopg://scalpscan@127.0.0.1:{port}/scalpscan"
+    finally:
+        subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL server for this module's tests (skipped with the reason when none starts)."""
+    server = postgres_server()
+    try:
+        url = next(server)
+    except RuntimeError as exc:
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    yield url
+    server.close()
+
+
+def make_app(tmp_path: Path, run_dir: Path, db_url: str | None = None, **options: object):
+    """An app on a fresh data folder (scoring run by the test, not a thread) with user alice."""
+    config = AppConfig(data_dir=tmp_path / "clinic", db_url=db_url, model=str(run_dir), score=False, **options)
+    app = create_app(config)
+    with app.state.sessions() as db:
+        add_user(db, "alice", PASSWORD)
+        db.commit()
+    return app
+
+
+@pytest.fixture()
+def app(tmp_path: Path, run_dir: Path):
+    return make_app(tmp_path, run_dir)
+
+
+@pytest.fixture()
+def client(app) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+def new_patient(client: TestClient, csrf: str, key: str = "P001", name: str = "") -> int:
+    answer = client.post("/patients", data={"csrf": csrf, "key": key, "name": name})
+    assert answer.status_code == 200, answer.text[:500]
+    return int(answer.url.path.rsplit("/", 1)[1])
+
+
+def upload(client: TestClient, csrf: str, pid: int, photos: list[tuple[str, bytes]], **fields: str):
+    data = {"csrf": csrf, "date": "2026-01-10", "sex": "male", **fields}
+    return client.post(f"/patients/{pid}/visits", data=data,
+                       files=[("photos", (name, content, "image/jpeg")) for name, content in photos],
+                       follow_redirects=False)
+
+
+def score_all(app) -> None:
+    while app.state.scorer.score_pending():
+        pass
+
+
+FIVE = [(f"{view}.jpg", photo_bytes(i)) for i, view in enumerate(("front", "top", "back", "left", "right"))]
+
+
+# --------------------------------------------------------------------------- login and CSRF
+
+
+def test_every_page_and_photo_needs_a_login(client: TestClient, app) -> None:
+    csrf = log_in(client)
+    pid = new_patient(client, csrf)
+    assert upload(client, csrf, pid, FIVE[:1]).status_code == 303
+    with TestClient(app) as stranger:
+        for path in ("/patients", f"/patients/{pid}", f"/patients/{pid}/visits/new", "/visits/1", "/audit",
+                     f"/patients/{pid}/compare?a=1&b=1", "/visits/1/report.pdf"):
+            answer = stranger.get(path, follow_redirects=False)
+            assert answer.status_code == 303 and answer.headers["location"].startswith("/login?next="), path
+        for path in ("/photos/1", "/visits/1/status", f"/patients/{pid}/export.json"):
+            assert stranger.get(path).status_code == 401, path
+        answer = stranger.post("/patients", data={"key": "X"}, follow_redirects=False)
+        assert answer.status_code == 303
+        answer = upload(stranger, "anything", pid, FIVE[:1])
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+    with app.state.sessions() as db:
+        assert db.query(Patient).count() == 1 and db.query(Photo).count() == 1
+
+
+def test_wrong_password_then_logout_ends_the_session(client: TestClient, app) -> None:
+    page = client.get("/login")
+    answer = client.post("/login", data={"csrf": csrf_of(page.text), "name": "alice", "password": "wrong password"})
+    assert answer.status_code == 401 and "wrong password" in answer.text
+    csrf = log_in(client)
+    cookie = client.cookies.get("scalpscan_session")
+    assert client.get("/patients").status_code == 200
+    client.post("/logout", data={"csrf": csrf})
+    with TestClient(app) as replay:  # the old cookie no longer works anywhere
+        replay.cookies.set("scalpscan_session", cookie)
+        assert replay.get("/patients", follow_redirects=False).status_code == 303
+    with app.state.sessions() as db:
+        actions = [e.action for e in db.query(AuditEntry).order_by(AuditEntry.id)]
+    assert actions == ["login failed", "login", "logout"]
+
+
+def test_forms_without_the_right_csrf_token_are_refused(client: TestClient, app) -> None:
+    page = client.get("/login")
+    assert client.post("/login", data={"csrf": "forged", "name": "alice", "password": PASSWORD}).status_code == 403
+    assert csrf_of(page.text)
+    csrf = log_in(client)
+    for token in ("", "forged", csrf[:-1] + ("A" if csrf[-1] != "A" else "B")):
+        assert client.post("/patients", data={"csrf": token, "key": "P9"}).status_code == 403
+        assert upload(client, token, 1, FIVE[:1]).status_code in (403, 404)
+    pid = new_patient(client, csrf)
+    assert upload(client, "forged", pid, FIVE[:1]).status_code == 403
+    assert client.post(f"/patients/{pid}/delete", data={"csrf": "forged", "confirm": "P001"}).status_code == 403
+    assert client.post("/logout", data={"csrf": "forged"}).status_code == 403
+    with app.state.sessions() as db:
+        assert db.query(Patient).count() == 1 and db.query(Photo).count() == 0
+    assert client.get("/patients").status_code == 200  # still logged in
+
+
+def test_login_redirect_stays_on_this_site(client: TestClient) -> None:
+    page = client.get("/login?next=//evil.example/x")
+    answer = client.post("/login", data={"csrf": csrf_of(page.text), "name": "alice", "password": PASSWORD,
+                                         "next": "//evil.example/x"}, follow_redirects=False)
+    assert answer.headers["location"] == "/patients"
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def test_uploads_are_checked_by_content_and_limited(tmp_path: Path, run_dir: Path) -> None:
+    app = make_app(tmp_path, run_dir, max_photo_bytes=40_000, max_photos=3)
+    with TestClient(app) as client:
+        csrf = log_in(client)
+        pid = new_patient(client, csrf)
+        answer = upload(client, csrf, pid, [("scalp.jpg", b"#!/bin/sh\necho not a photo\n")])
+        assert answer.status_code == 400 and "scalp.jpg: not a picture" in answer.text
+        answer = upload(client, csrf, pid, [("page.png", b"<html><script>alert(1)</script></html>")])
+        assert answer.status_code == 400 and "<script>alert" not in answer.text
+        big = photo_bytes(1, side=400)
+        assert len(big) > 40_000
+        answer = upload(client, csrf, pid, [("big.jpg", big)])
+        assert answer.status_code == 400 and "larger than" in answer.text
+        answer = upload(client, csrf, pid, [(f"{i}.jpg", photo_bytes(i)) for i in range(4)])
+        assert answer.status_code == 400 and "at most 3 photos" in answer.text
+        huge = client.post(f"/patients/{pid}/visits", content=b"x" * (app.state.config.max_request_bytes + 10),
+                           headers={"content-type": "multipart/form-data; boundary=zz"})
+        assert huge.status_code == 413
+    with app.state.sessions() as db:
+        assert db.query(Photo).count() == 0
+    assert not (tmp_path / "clinic" / "photos").exists()
+
+
+def test_file_names_never_become_paths_and_text_is_escaped(client: TestClient, app, tmp_path: Path) -> None:
+    csrf = log_in(client)
+    evil = "<img src=x onerror=alert(1)>"
+    pid = new_patient(client, csrf, key=evil, name="<script>alert('n')</script>")
+    names = ["../../../../etc/passwd.jpg", "..\\..\\win.ini.jpg", "/tmp/abs.jpg", f"{evil}.jpg"]
+    answer = upload(client, csrf, pid, [(n, photo_bytes(i)) for i, n in enumerate(names)], notes=evil)
+    assert answer.status_code == 303
+    stored = sorted(p.relative_to(tmp_path / "clinic").as_posix() for p in (tmp_path / "clinic" / "photos").rglob("*")
+                    if p.is_file())
+    assert len(stored) == 4 and all(re.fullmatch(r"photos/[0-9a-f]{2}/[0-9a-f]{64}\.jpg", s) for s in stored)
+    assert not Path("/tmp/abs.jpg").exists() or Path("/tmp/abs.jpg").read_bytes() != photo_bytes(2)
+    score_all(app)
+    for path in ("/patients", f"/patients/{pid}", "/visits/1", "/audit"):
+        html = client.get(path).text
+        assert evil not in html and "<script>alert" not in html, path
+        assert "&lt;img src=x onerror=alert(1)&gt;" in html, path
+    with app.state.sessions() as db:
+        assert sorted(p.original_name for p in db.query(Photo)) == sorted(
+            ["passwd.jpg", "win.ini.jpg", "abs.jpg", f"{evil}.jpg"])
+
+
+# --------------------------------------------------------------------------- the whole flow, both databases
+
+
+def _flow(app, client: TestClient, tmp_path: Path) -> None:
+    csrf = log_in(client)
+    pid = new_patient(client, csrf, key="P001", name="Ann Example")
+    photos = [(name, photo_bytes(i, gps=(i == 0))) for i, (name, _) in enumerate(FIVE)]
+    answer = upload(client, csrf, pid, photos)
+    assert answer.status_code == 303
+    visit = answer.headers["location"]
+    # The upload returned before scoring: the page shows progress.
+    assert client.get(f"{visit}/status").json() == {"scored": 0, "total": 5, "done": False}
+    page = client.get(visit)
+    assert 'id="progress"' in page.text and "0</span> of <span id=\"total\">5" in page.text
+    score_all(app)
+    assert client.get(f"{visit}/status").json()["done"] is True
+    report = client.get(visit).text
+    assert 'id="decision"' in report and "front.jpg" in report and "Ann Example" not in report.split("<main>")[0]
+    # Photos shown are re-encoded: no EXIF or GPS reaches the page.
+    with app.state.sessions() as db:
+        first = db.query(Photo).order_by(Photo.id).first()
+    shown = client.get(f"/photos/{first.id}")
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
+    assert b"PhoneMaker" not in shown.content and not Image.open(io.BytesIO(shown.content)).getexif()
+    # A second visit half a year later, and the comparison.
+    answer = upload(client, csrf, pid, [(n, photo_bytes(i + 10)) for i, (n, _) in enumerate(FIVE)], date="2026-07-10")
+    score_all(app)
+    second = answer.headers["location"].rsplit("/", 1)[1]
+    patient_page = client.get(f"/patients/{pid}").text
+    assert patient_page.index("2026-07-10") < patient_page.index("2026-01-10")  # newest first
+    compared = client.get(f"/patients/{pid}/compare?a=1&b={second}")
+    assert compared.status_code == 200
+    assert "2026-01-10</a> → <a" in compared.text and 'id="compare-zones"' in compared.text
+    assert compared.text.count('<img src="/photos/') >= 2
+    exported = client.get(f"/patients/{pid}/export.json").json()
+    assert [v["date"] for v in exported["visits"]] == ["2026-07-10", "2026-01-10"]
+    assert all(len(v["photos"]) == 5 and v["assessment"]["decision"] for v in exported["visits"])
+    # Deleting the patient deletes their photos (files and display copies) and their records.
+    files = [p for p in (tmp_path / "clinic").rglob("*.jpg")]
+    assert len(files) >= 10
+    assert client.post(f"/patients/{pid}/delete", data={"csrf": csrf, "confirm": "wrong"}).status_code == 400
+    assert client.post(f"/patients/{pid}/delete", data={"csrf": csrf, "confirm": "P001"}).status_code == 200
+    assert not any(p.exists() for p in files)
+    assert client.get(f"/patients/{pid}").status_code == 404
+    with app.state.sessions() as db:
+        assert db.query(Photo).count() == 0
+        actions = {e.action for e in db.query(AuditEntry)}
+    assert {"create patient", "add visit", "view visit", "compare visits", "export json", "delete patient"} <= actions
+
+
+def test_whole_flow_on_sqlite(client: TestClient, app, tmp_path: Path) -> None:
+    _flow(app, client, tmp_path)
+
+
+def test_whole_flow_on_postgresql(postgres_url: str, tmp_path: Path, run_dir: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:  # a clean schema for this test
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    app = make_app(tmp_path, run_dir, db_url=postgres_url)
+    with TestClient(app) as client:
+        _flow(app, client, tmp_path)
+
+
+def test_search_finds_patients_by_id_or_name(client: TestClient) -> None:
+    csrf = log_in(client)
+    new_patient(client, csrf, key="P001", name="Ann Example")
+    new_patient(client, csrf, key="Q777", name="Bob 100%_sure")
+    assert "Q777" in client.get("/patients?q=bob").text and "P001" not in client.get("/patients?q=bob").text
+    assert "P001" in client.get("/patients?q=p00").text
+    assert "Q777" in client.get("/patients?q=100%25_").text and "P001" not in client.get("/patients?q=%25").text
+    assert client.post("/patients", data={"csrf": csrf, "key": "P001"}).status_code == 400
+
+
+def test_bad_intake_is_refused_as_the_cli_refuses_it(client: TestClient, app) -> None:
+    csrf = log_in(client)
+    pid = new_patient(client, csrf)
+    answer = upload(client, csrf, pid, FIVE[:1], sex="robot", date="2026-13-01")
+    assert answer.status_code == 400
+    assert "Sex &#39;robot&#39;: unknown sex" in answer.text and "not a date" in answer.text
+    with app.state.sessions() as db:
+        assert db.query(Photo).count() == 0
+
+
+# --------------------------------------------------------------------------- import and progression
+
+
+def _row(image: Path, subject: str, crown: float, stage: int = 3) -> dict:
+    return {"image": str(image), "subject": subject, "status": "ok", "error": None, "view": "top",
+            "conditions": {"thinning": 0.9, "alopecia_patch": 0.02, "transplant_scar": 0.01},
+            "findings": ["thinning"], "stage": stage, "width": 128, "height": 128,
+            "zones": {"crown": {"visible": True, "box": [20, 20, 90, 90], "loss_fraction": crown},
+                      "hairline": {"visible": True, "box": [10, 5, 110, 30], "loss_fraction": 0.2}},
+            "model": {"id": "tiny-test", "rules_version": "1"}}
+
+
+def test_import_results_then_measured_progression(app, client: TestClient, tmp_path: Path) -> None:
+    store = PhotoStore(tmp_path / "clinic")
+    for n, (date, crown) in enumerate(((dt.date(2026, 1, 10), 0.30), (dt.date(2026, 7, 10), 0.45))):
+        folder = tmp_path / f"score{n}"
+        folder.mkdir()
+        (folder / "P7_top.jpg").write_bytes(photo_bytes(n))
+        (folder / "results.jsonl").write_text(json.dumps(_row(Path("P7_top.jpg"), "P7", crown)) + "\n")
+        (folder / "intake.csv").write_text("subject,sex,keloid_history,eczema_active,psoriasis_active,notes\n"
+                                           "P7,male,no,no,no,\n")
+        with app.state.sessions() as db:
+            summary = import_results(db, store, [folder / "results.jsonl"], intake=folder / "intake.csv", date=date)
+        assert summary.photos == 1 and summary.visits == 1
+    csrf = log_in(client)
+    assert csrf
+    with app.state.sessions() as db:
+        patient = db.query(Patient).one()
+        assert [p.status for v in patient.visits for p in v.photos] == ["ok", "ok"]  # not scored again
+        pid = patient.id
+        newer, older = (v.id for v in patient.visits)
+    compared = client.get(f"/patients/{pid}/compare?a={older}&b={newer}").text
+    assert "+15 pts" in compared  # crown 30 % -> 45 %
+    # 15 points in half a year (about 30 a year): past the rules' threshold, from the photos alone.
+    assert "progressing" in client.get(f"/visits/{newer}").text.lower()
+    assert "⚠" in compared.split('id="compare-progression"')[1].split("</section>")[0]
+    assert "progressing" not in client.get(f"/visits/{older}").text.lower().split('id="cautions"')[1].split("</section>")[0]
+
+
+def test_users_command_adds_and_lists_staff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from scalpscan.scripts.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["users", "add", "bob", "--data", str(tmp_path), "--password-stdin"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["users", "add", "eve", "--data", str(tmp_path), "--password-stdin"]) == 2
+    assert "at least 10 characters" in capsys.readouterr().err
+    assert main(["users", "list", "--data", str(tmp_path)]) == 0
+    listed = capsys.readouterr().out
+    assert "bob" in listed and "eve" not in listed
