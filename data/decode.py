@@ -339,6 +339,34 @@ def _decode_heif_reduced(path: Path, im: Image.Image, max_side: int | None) -> n
     return _finish(small, None, orientation)
 
 
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+    (b"GIF8", 0, "GIF"),
+    (b"WEBP", 8, "WebP"),
+    (b"ftypheic", 4, "HEIC"),
+    (b"ftypheix", 4, "HEIC"),
+    (b"ftypmif1", 4, "HEIF"),
+    (b"ftypavif", 4, "AVIF"),
+    (b"BM", 0, "BMP"),
+)
+
+
+def _magic_format(path: Path) -> str | None:
+    """The picture format a file's first bytes announce, even when no decoder here takes it."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None
+    for magic, offset, name in _MAGIC:
+        if head[offset:offset + len(magic)] == magic:
+            return name
+    return None
+
+
 def _plain_problem(path: Path, exc: BaseException) -> ImageDecodeError:
     """A library's exception as an operator reads it: what is wrong, and what to do."""
     message = str(exc) or type(exc).__name__
@@ -350,6 +378,14 @@ def _plain_problem(path: Path, exc: BaseException) -> ImageDecodeError:
             "too_large",
         )
     if isinstance(exc, UnidentifiedImageError):
+        known = _magic_format(path)
+        if known is not None:
+            return ImageDecodeError(
+                path,
+                f"a {known} picture in a compression or variant this installation cannot decode; open it "
+                "and save it again as JPEG or PNG",
+                "unsupported",
+            )
         return ImageDecodeError(
             path,
             "not a picture: its contents are not in any image format scalpscan reads (JPEG, PNG, "

@@ -1,7 +1,9 @@
 """Reading `results.jsonl` files, several shards merged into one set of rows.
 
 Rows are deduplicated by photo (the image path resolved against its results file's
-folder): the last "ok" row of a photo wins; a photo with no "ok" row keeps its last row.
+folder, so a row resolves wherever ``report`` runs): a row of a newer version of the file
+(a later modification time in its ``file``) wins; among rows of the same version the last
+"ok" row wins, and a photo with no "ok" row keeps its last row.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ def _resolve_paths(row: dict[str, Any], base: Path) -> dict[str, Any]:
     return row
 
 
+def _mtime(row: dict[str, Any]) -> int | None:
+    info = row.get("file")
+    value = info.get("mtime_ns") if isinstance(info, dict) else None
+    return value if isinstance(value, int) else None
+
+
 def read_results(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], MergeSummary]:
     """Read and merge results files.
 
@@ -117,6 +125,12 @@ def read_results(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], Mer
             summary.duplicates += 1
             is_ok = row.get("status", "ok") == "ok"
             was_ok = previous.get("status", "ok") == "ok"
+            newer, older = _mtime(row), _mtime(previous)
+            if newer is not None and older is not None and newer != older:
+                # The file changed between the two rows: the row of the newer file wins.
+                if newer > older:
+                    kept[key] = row
+                continue
             if is_ok or not was_ok:
                 if is_ok and not was_ok:
                     summary.replaced_by_ok += 1

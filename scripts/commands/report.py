@@ -7,16 +7,21 @@ import sys
 
 __all__ = ["HELP", "EPILOG", "add_arguments", "run"]
 
-HELP = "write one HTML report per patient, and an index, from results.jsonl files"
+HELP = "write one HTML report per patient, an index and patients.jsonl from results.jsonl files"
 EPILOG = """\
 examples:
   scalpscan report results.jsonl --out reports/
   scalpscan report results.jsonl --out reports/ --intake intake.csv
   scalpscan report shard-*/results.jsonl --out reports/ --intake intake.csv --rules clinic.yaml
+  scalpscan report results.jsonl --out reports/ --pdf       # also patient-<id>.pdf (A4 and Letter)
 
-Several results files (the shards of one scoring run) are merged: one row per photo, the
-last "ok" row of a photo wins. Photo paths in a results file are relative to its folder.
-Exit codes: 0 written, 2 bad arguments, results, intake sheet or rules file.
+Several results files (the shards of one scoring run) are merged: one row per photo (the
+row of the newest version of the file; of one version, the last "ok" row). Photo paths in
+a results file are absolute or relative to its folder, so report runs from any folder.
+Besides the HTML pages, patients.jsonl holds one JSON assessment per patient with every
+field its page shows. --pdf needs headless Chromium (Debian/Ubuntu: apt-get install
+chromium; or set SCALPSCAN_CHROMIUM to a Chrome executable).
+Exit codes: 0 written, 2 bad arguments, results, intake sheet or rules file, or no PDF engine.
 """
 
 
@@ -27,15 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--intake", metavar="CSV",
                         help="intake sheet: subject,sex,keloid_history,eczema_active,psoriasis_active,notes")
     parser.add_argument("--rules", metavar="FILE", help="a clinic's rules file (YAML); default: the built-in rules")
+    parser.add_argument("--pdf", action="store_true", help="also write a PDF per patient (prints on A4 and Letter)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Merge the results, assess each patient, write the pages; returns the exit code."""
     from scalpscan.inference.intake import IntakeError, join_intake, read_intake
+    from scalpscan.inference.report.pdf import PdfError, find_engine
     from scalpscan.inference.report.render import write_reports
     from scalpscan.inference.report.results import ResultsError, read_results
     from scalpscan.inference.rules import RulesError, load_rules
 
+    if args.pdf:
+        try:
+            find_engine()  # before any work: one clear message when it is missing
+        except PdfError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         rules = load_rules(args.rules)
     except RulesError as exc:
@@ -67,10 +80,14 @@ def run(args: argparse.Namespace) -> int:
         for line in join_intake(subjects, intake):
             print(f"warning: {line}", file=sys.stderr)
     try:
-        index = write_reports(rows, args.out, intake=intake, rules=rules, notices=notices)
+        index = write_reports(rows, args.out, intake=intake, rules=rules, notices=notices, pdf=args.pdf)
+    except PdfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot write the reports to {args.out}: {exc}", file=sys.stderr)
         return 2
-    patients = len({r.get("subject") or None for r in rows})
-    print(f"wrote {index} ({patients} patient page(s)), rules {rules.name} {rules.version}")
+    patients = sum(1 for _ in (index.parent / "patients.jsonl").open(encoding="utf-8"))
+    print(f"wrote {index} ({patients} patient page(s), patients.jsonl{', PDFs' if args.pdf else ''}), "
+          f"rules {rules.name} {rules.version}")
     return 0

@@ -19,6 +19,8 @@ examples:
   scalpscan score photos/ --model runs/demo --out part0.jsonl --shard 0/4     # machine 1 of 4
   torchrun --nproc-per-node 4 -m scalpscan.scripts.cli score photos/ --model runs/demo --out results.jsonl --device cuda
   scalpscan score photos/ --model runs/demo --out results.jsonl --tta rot        # sideways phone photos
+  scalpscan score photos/ --out results.jsonl --report-dir reports/ --pdf --subject 'case(\\d+)'
+  scalpscan score photos/ --out results.jsonl --retry-errors --max-pixels 300000000
 
 Run the same command again after a crash or interruption: photos whose file already has a
 row are skipped, however the inputs are spelled; a changed file is scored again, and
@@ -41,7 +43,9 @@ bare --tta (or name the mode), since a word after it is read as the mode.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scalpscan score`."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files, folders (recursive) or manifest .csv")
-    parser.add_argument("--model", required=True, help="run folder, model.safetensors or exported model.onnx")
+    parser.add_argument("--model", default=None,
+                        help="run folder, model.safetensors or exported model.onnx (default: the model that ships "
+                             "with scalpscan)")
     parser.add_argument("--out", required=True, help="results file (.jsonl or .csv); appended to and resumed")
     parser.add_argument("--intake", help="intake sheet CSV (subject, sex, keloid_history, eczema_active, ...)")
     parser.add_argument("--report-dir", help="write one HTML report per patient and an index page here")
@@ -98,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--report-dir needs JSON lines results (--format jsonl / --out results.jsonl)")
     if args.pdf and not args.report_dir:
         return _fail("--pdf needs --report-dir (the PDFs go beside the HTML pages)")
+    if args.pdf:
+        from scalpscan.inference.report.pdf import PdfError, find_engine
+
+        try:
+            find_engine()  # before scoring for hours: the PDFs come at the end
+        except PdfError as exc:
+            return _fail(str(exc))
     if args.max_pixels is not None:
         if args.max_pixels < 1:
             return _fail(f"--max-pixels {args.max_pixels}: must be a positive number of pixels, e.g. 250000000")
@@ -159,8 +170,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         predictor = Predictor.load(args.model, device=device, tta=args.tta)
     except (FileNotFoundError, CheckpointError, ValueError) as exc:
-        return _fail(f"--model {args.model}: {exc}")
+        return _fail(f"--model {args.model or '(the shipped model)'}: {exc}")
 
+    from scalpscan.inference.report.pdf import PdfError
     from scalpscan.inference.score import run_score
 
     try:
@@ -179,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             skipped_files=found.skipped,
             pdf=args.pdf,
         )
-    except InputError as exc:
+    except (InputError, PdfError) as exc:
         return _fail(str(exc))
     if shard is not None:
         print(f"shard {shard[0]}/{shard[1]}: {len(jobs)} photos")
