@@ -102,16 +102,16 @@ def import_folder(db: Session, store: PhotoStore, inputs: Sequence[str | Path], 
     """Import photos (files and folders) as one new visit per patient, to be scored in the background.
 
     Raises:
-        scalpscan.inference.score.InputError: an input that does not exist.
+        scalpscan.inference.inputs.InputError: an input that does not exist.
         scalpscan.inference.intake.IntakeError: an intake sheet with problems.
     """
-    from scalpscan.inference.score import discover_inputs
+    from scalpscan.inference.inputs import discover_inputs
 
     intakes = read_intake(intake)[0] if intake is not None else {}
-    jobs = discover_inputs(list(inputs), subjects=intakes.keys() if intakes else None)
-    summary = ImportSummary()
+    found = discover_inputs(list(inputs), subjects=intakes.keys() if intakes else None)
+    summary = ImportSummary(skipped=[f"{s.path}: {s.reason}" for s in found.skipped])
     visits: dict[str, Visit] = {}
-    for job in jobs:
+    for job in found.jobs:
         key = job.subject or _UNKNOWN
         if key not in visits:
             visits[key] = _visit(_patient(db, key, summary), intakes.get(key), date or dt.date.today(), user)

@@ -120,6 +120,7 @@ class Scorer:
                 row = dict(row)
                 row["image"] = self._store.relative(photo.sha256, photo.ext)
                 row["subject"] = photo.visit.patient.key
+                row["subject_source"] = "given"  # the visit's patient record names the patient
                 photo.result = row
                 photo.status = row.get("status") or "error"
                 photo.scored_at = now

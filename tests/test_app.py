@@ -422,3 +422,23 @@ def test_users_command_adds_and_lists_staff(tmp_path: Path, monkeypatch: pytest.
     assert main(["users", "list", "--data", str(tmp_path)]) == 0
     listed = capsys.readouterr().out
     assert "bob" in listed and "eve" not in listed
+
+
+def test_import_a_folder_per_patient_then_score_in_the_background(app, tmp_path: Path) -> None:
+    from scalpscan.app.importer import import_folder
+
+    for n, patient in enumerate(("P1", "P2", "P2")):
+        folder = tmp_path / "day" / patient
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"IMG_44{n}.jpg").write_bytes(photo_bytes(n))
+    (tmp_path / "day" / "P1" / "notes.txt").write_text("not a photo")
+    with app.state.sessions() as db:
+        summary = import_folder(db, PhotoStore(tmp_path / "clinic"), [tmp_path / "day"], date=dt.date(2026, 2, 1))
+    assert (summary.photos, summary.visits, summary.patients_created) == (3, 2, 2)
+    assert any("notes.txt" in s for s in summary.skipped)
+    with app.state.sessions() as db:
+        assert sorted(p.key for p in db.query(Patient)) == ["P1", "P2"]
+        assert {p.status for p in db.query(Photo)} == {"pending"}
+    score_all(app)
+    with app.state.sessions() as db:
+        assert all(p.status != "pending" and p.result["subject"] == p.visit.patient.key for p in db.query(Photo))

@@ -54,7 +54,7 @@ def run_imports(args: argparse.Namespace, sessions: object, store: object) -> in
     from scalpscan.app.importer import import_folder, import_results
     from scalpscan.inference.intake import IntakeError
     from scalpscan.inference.report.results import ResultsError
-    from scalpscan.inference.score import InputError
+    from scalpscan.inference.inputs import InputError
 
     for path in args.imports:
         try:
