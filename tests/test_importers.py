@@ -278,3 +278,82 @@ def test_import_command_reports_leakage_against_another_manifest(tmp_path, capsy
     report = capsys.readouterr().out
     assert "1 near-duplicate pair(s) across splits" in report
     assert "3-left.jpg" in report and "1-front.png" in report and "2-back.png" not in report.split("leakage report")[1]
+
+
+# A real CVAT export ("COCO 1.0", annotations/ beside images/), trimmed to two photos whose
+# pixels are stand-ins of the same size; see tests/fixtures/README.md.
+CVAT_EXPORT = Path(__file__).parent / "fixtures" / "cvat_potato"
+
+
+@pytest.fixture()
+def cvat(tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(CVAT_EXPORT, tmp_path / "export"))
+
+
+def test_cvat_export_is_found_in_its_usual_layout(cvat: Path, tmp_path: Path) -> None:
+    with pytest.raises(ImportFormatError, match="'Early_blight'.*--map"):
+        import_coco(cvat, out_dir=tmp_path / "out")
+    mapping = parse_mapping(["Early_blight=alopecia_patch"])
+    for src in (cvat, cvat / "annotations" / "instances_default.json"):
+        result = import_coco(src, out_dir=tmp_path / "out", mapping=mapping)
+        assert len(result.rows) == 2 and not any("not found" in w for w in result.warnings)
+    data = json.loads((cvat / "annotations" / "instances_default.json").read_text())
+    for row in result.rows:
+        assert row.image.parent == (cvat / "images").resolve()
+        assert row.conditions["alopecia_patch"] == 1
+        loss = np.asarray(Image.open(row.loss_mask))
+        assert loss.shape == (256, 256) and set(np.unique(loss)) == {0, condition_bit("alopecia_patch")}
+    # Every polygon of the first photo is drawn: its mask covers about the annotated area.
+    first = next(i for i in data["images"] if i["file_name"] == result.rows[0].image.name)
+    area = sum(a["area"] for a in data["annotations"] if a["image_id"] == first["id"])
+    drawn = int((np.asarray(Image.open(result.rows[0].loss_mask)) > 0).sum())
+    assert 0.7 * area <= drawn <= 1.5 * area
+
+
+def test_unused_categories_need_no_mapping(cvat: Path, tmp_path: Path) -> None:
+    path = cvat / "annotations" / "instances_default.json"
+    data = json.loads(path.read_text())
+    data["categories"].append({"id": 2, "name": "Late_blight", "supercategory": ""})  # no annotation uses it
+    path.write_text(json.dumps(data))
+    result = import_coco(cvat, out_dir=tmp_path / "out", mapping=parse_mapping(["Early_blight=thinning"]))
+    assert len(result.rows) == 2
+
+
+def test_missing_photo_is_reported_and_skipped_or_refused_with_strict(cvat: Path, tmp_path: Path) -> None:
+    mapping = parse_mapping(["Early_blight=alopecia_patch"])
+    gone = sorted((cvat / "images").iterdir())[0]
+    gone.unlink()
+    result = import_coco(cvat, out_dir=tmp_path / "out", mapping=mapping)
+    assert len(result.rows) == 1
+    assert any(gone.name in w and "image not found" in w and str(cvat / "images") in w for w in result.warnings)
+    out = tmp_path / "strict"
+    with pytest.raises(ImportFormatError, match="image not found") as info:
+        import_coco(cvat, out_dir=out, mapping=mapping, strict=True)
+    assert "looked for the photos in" in str(info.value)
+    assert not (out / "masks").exists() or not any((out / "masks").iterdir())  # nothing left behind
+    # Through the command: --strict exits 2 and writes nothing.
+    assert _run_import(["coco", str(cvat), "--out", str(out), "--map", "Early_blight=alopecia_patch", "--strict"]) == 2
+    assert not (out / "manifest.csv").exists() and not (out / "masks").exists()
+    assert _run_import(["coco", str(cvat), "--out", str(out), "--map", "Early_blight=alopecia_patch", "--no-dedup"]) == 0
+    assert len(read_manifest(out / "manifest.csv")) == 1
+
+
+def test_photos_nowhere_to_be_found_says_where_it_looked(cvat: Path, tmp_path: Path) -> None:
+    (cvat / "images").rename(tmp_path / "elsewhere")
+    with pytest.raises(ImportFormatError, match="looked for the photos in: .*--images"):
+        import_coco(cvat, out_dir=tmp_path / "out", mapping=parse_mapping(["Early_blight=thinning"]))
+    result = import_coco(cvat, out_dir=tmp_path / "out", images=tmp_path / "elsewhere",
+                         mapping=parse_mapping(["Early_blight=thinning"]))
+    assert len(result.rows) == 2
+
+
+def test_a_failed_import_leaves_no_masks_behind(tmp_path: Path) -> None:
+    path = _coco(tmp_path)
+    data = json.loads(path.read_text())
+    data["images"][1]["width"] = 80  # the second photo fails after the first one's masks are drawn
+    path.write_text(json.dumps(data))
+    with pytest.raises(ImportFormatError, match="40x30 but the JSON says 80x30"):
+        import_coco(path, out_dir=tmp_path / "out", mapping=parse_mapping(["freckle=skip"]), strict=True)
+    assert not (tmp_path / "out" / "masks").exists()

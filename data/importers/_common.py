@@ -262,7 +262,21 @@ class ImportResult:
     Attributes:
         rows: One manifest row per imported photo (absolute paths).
         warnings: Things the user should look at (unparsed view, skipped file, ...).
+        written: Files the import wrote (mask PNGs), removed by :meth:`discard`.
     """
 
     rows: list[ManifestRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+
+    def discard(self) -> None:
+        """Remove the files this import wrote (masks), so a failed import leaves nothing behind."""
+        folders = {path.parent for path in self.written}
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        for folder in folders:
+            try:
+                folder.rmdir()  # only when empty: never a folder that held files before
+            except OSError:
+                pass
+        self.written.clear()

@@ -6,6 +6,14 @@ Category names say what a polygon is: a zone (``hairline``, ``crown``, ``left te
 condition to 1 on that photo. Polygons and RLE (plain or compressed) are rasterised with
 PIL; box-only annotations are reported and left out.
 
+The photos are looked for where annotation tools put them: ``--images`` when given, else
+beside the JSON, in ``images/`` beside the JSON's ``annotations/`` folder (CVAT's and
+Label Studio's export layout) or in ``images/`` beside the JSON; the error names every
+folder looked in. Only categories that some annotation uses need a meaning: an unused
+category (tools export the whole label list) is ignored. A missing or unreadable photo is
+reported and left out; ``strict`` refuses the whole import instead. A failed import
+leaves no mask behind.
+
 Where a photo has no polygon of a condition, the condition is unknown, unless the file
 says the loss areas were annotated exhaustively (``"info": {"exhaustive": true}``, an
 image's ``"exhaustive": true``, or ``--exhaustive``): then it is 0 and the photo gets a
@@ -107,8 +115,28 @@ def _find_json(src: Path) -> Path:
     raise ImportFormatError(f"{src}: no COCO JSON file; expected a .json file or a folder holding one")
 
 
-def _save_mask(mask: np.ndarray, path: Path) -> None:
+def _save_mask(mask: np.ndarray, path: Path, result: ImportResult) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(mask.astype(np.uint8), "L").save(tmp, format="PNG"))
+    result.written.append(path)
+
+
+def _image_roots(json_path: Path, images: str | Path | None) -> list[Path]:
+    """Folders the photos may be in, in the order annotation tools use them."""
+    if images is not None:
+        return [Path(images)]
+    here = json_path.parent
+    roots = [here, here.parent / "images", here / "images"]
+    if here.name == "annotations":
+        roots.insert(0, here.parent / "images")
+    return list(dict.fromkeys(roots))
+
+
+def _find_image(file_name: str, roots: list[Path]) -> Path | None:
+    for root in roots:
+        for candidate in (root / file_name, root / Path(file_name).name):
+            if candidate.is_file():
+                return candidate.resolve()
+    return None
 
 
 def _category_labels(name: str, mapping: dict[str, LabelSet]) -> LabelSet | None:
@@ -131,6 +159,7 @@ def import_coco(
     images: str | Path | None = None,
     exhaustive: bool = False,
     subject_pattern: str | None = DEFAULT_SUBJECT_PATTERN,
+    strict: bool = False,
 ) -> ImportResult:
     """Read a COCO JSON file and rasterise its polygons into mask PNGs.
 
@@ -138,20 +167,42 @@ def import_coco(
         src: The JSON file, or a folder holding one (e.g. Roboflow's ``_annotations.coco.json``).
         out_dir: Where the manifest goes; masks are written to ``out_dir/masks``.
         mapping: Category name -> labels (``zone:NAME``, conditions, stage, view, skip).
-        images: Folder that ``file_name`` is relative to (default: the JSON's folder).
+        images: Folder that ``file_name`` is relative to (default: the JSON's folder, or
+            ``images/`` beside the JSON's ``annotations/`` folder, whichever holds the photos).
         exhaustive: Every loss area is annotated: no polygon means the condition is absent.
         subject_pattern: Regex whose first group in the file name is the person id
             (default: the leading number; without a match the stem). An image entry's own
             ``subject`` takes precedence.
+        strict: Refuse the whole import when a photo is missing or unreadable (default:
+            report it in the warnings and leave it out).
 
     Raises:
-        ImportFormatError: for a malformed file, unknown category names, missing photos or
-            a photo whose size differs from the JSON's (all listed at once).
+        ImportFormatError: for a malformed file, unknown category names that annotations
+            use, no photo found at all (naming the folders looked in), or with ``strict``
+            any missing or unreadable photo (all listed at once). No mask is left behind.
     """
     json_path = _find_json(Path(src))
     out_dir = Path(out_dir)
-    image_root = Path(images) if images else json_path.parent
+    roots = _image_roots(json_path, images)
     mapping = mapping or {}
+    result = ImportResult()
+    try:
+        return _import(json_path, out_dir, roots, mapping, exhaustive, subject_pattern, strict, result)
+    except BaseException:
+        result.discard()
+        raise
+
+
+def _import(
+    json_path: Path,
+    out_dir: Path,
+    roots: list[Path],
+    mapping: dict[str, LabelSet],
+    exhaustive: bool,
+    subject_pattern: str | None,
+    strict: bool,
+    result: ImportResult,
+) -> ImportResult:
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -161,12 +212,14 @@ def import_coco(
     info = data.get("info") or {}
     file_exhaustive = bool(info.get("exhaustive") or info.get("loss_exhaustive")) if isinstance(info, dict) else False
 
+    used = {ann.get("category_id") for ann in data.get("annotations", []) if isinstance(ann, dict)}
     categories: dict[int, LabelSet] = {}
     unknown = []
     for cat in data.get("categories", []):
         labels = _category_labels(str(cat.get("name", "")), mapping)
         if labels is None:
-            unknown.append(str(cat.get("name")))
+            if cat.get("id") in used:  # tools export every label; only the used ones need a meaning
+                unknown.append(str(cat.get("name")))
         else:
             categories[int(cat["id"])] = labels
     if unknown:
@@ -179,8 +232,8 @@ def import_coco(
     for ann in data.get("annotations", []):
         by_image.setdefault(int(ann["image_id"]), []).append(ann)
 
-    result = ImportResult()
     problems: list[str] = []
+    missing: list[str] = []
     for entry in data["images"]:
         where = f"{json_path}: image id {entry.get('id')} ({entry.get('file_name')!r})"
         try:
@@ -189,14 +242,15 @@ def import_coco(
         except (KeyError, TypeError, ValueError):
             problems.append(f"{where}: expected 'id', 'file_name', 'width' and 'height'")
             continue
-        path = (image_root / file_name).resolve()
-        if not path.is_file():
-            problems.append(f"{where}: image not found: {path}")
+        found = _find_image(file_name, roots)
+        if found is None:
+            missing.append(f"{where}: image not found")
             continue
+        path = found
         try:
             actual = image_size(path)
         except ImageDecodeError as exc:
-            problems.append(f"{where}: {exc}")
+            missing.append(f"{where}: unreadable: {exc.problem}")
             continue
         if actual != size:
             problems.append(
@@ -268,10 +322,10 @@ def import_coco(
         zone_path = loss_path = None
         if has_zone:
             zone_path = out_dir / "masks" / f"{mask_stem}_zones.png"
-            _save_mask(zones, zone_path)
+            _save_mask(zones, zone_path, result)
         if (has_loss or complete) and not box_only_loss:
             loss_path = out_dir / "masks" / f"{mask_stem}_loss.png"
-            _save_mask(loss, loss_path)
+            _save_mask(loss, loss_path, result)
         result.rows.append(
             ManifestRow(
                 image=path,
@@ -284,6 +338,16 @@ def import_coco(
                 extra={"source": "coco"},
             )
         )
+    looked = ", ".join(str(r) for r in roots)
+    if missing and (strict or len(missing) == len(data["images"])):
+        hint = (
+            "; give the photos' folder with --images" if len(missing) == len(data["images"])
+            else "; without --strict they would be left out"
+        )
+        problems = [*missing, *problems]
+        problems.append(f"looked for the photos in: {looked}{hint}")
+    elif missing:
+        result.warnings.extend(f"{m}; left out (looked in {looked})" for m in missing)
     if problems:
         raise ImportFormatError(f"{json_path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
     return result

@@ -31,6 +31,7 @@ examples:
 
   # COCO JSON with zone and loss polygons (rasterised into mask PNGs under OUT/masks)
   scalpscan import coco annotations/instances.json --out data/coco --exhaustive
+  scalpscan import coco cvat_export/ --out data/cvat --map 'Bald spot=alopecia_patch'   # CVAT: annotations/ + images/
 
   # check a new import against an existing manifest for near-duplicate photos
   scalpscan import roboflow export/valid --out data/valid --check-against data/train/manifest.csv
@@ -66,7 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="regex whose first group in the file name is the person id "
         "(default: the leading number, '^(\\d+)'; else the whole file name; subject = CLASS:ID for imagefolder/roboflow)",
     )
-    parser.add_argument("--images", type=Path, help="coco: folder the file_name entries are relative to")
+    parser.add_argument("--images", type=Path,
+                        help="coco: folder the file_name entries are relative to (default: beside the JSON, or "
+                             "images/ beside its annotations/ folder, as CVAT exports)")
+    parser.add_argument("--strict", action="store_true",
+                        help="coco: refuse the whole import when a photo is missing or unreadable (default: "
+                             "report it and leave it out)")
     parser.add_argument(
         "--exhaustive",
         action="store_true",
@@ -127,14 +133,16 @@ def run(args: argparse.Namespace) -> int:
         kwargs: dict = {"mapping": mapping}
         kwargs["subject_pattern"] = args.subject or DEFAULT_SUBJECT_PATTERN
         if args.format == "coco":
-            kwargs.update(out_dir=out, images=args.images, exhaustive=args.exhaustive)
-        result = importer(args.src, **kwargs)
+            kwargs.update(out_dir=out, images=args.images, exhaustive=args.exhaustive, strict=args.strict)
+        # Everything that can fail is read before the import writes its masks.
         against = {str(p): read_manifest(p) for p in args.check_against}
+        result = importer(args.src, **kwargs)
     except (ImportFormatError, ManifestError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = result.rows
     if not rows:
+        result.discard()
         print(f"error: no photos imported from {args.src}", file=sys.stderr)
         return 2
     (out / "import_warnings.txt").unlink(missing_ok=True)  # none left from an earlier run
@@ -156,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             parts = split_rows(rows, ratios, seed=args.seed)
         except ValueError as exc:
+            result.discard()  # a failed import leaves no masks behind
             print(f"error: {exc}", file=sys.stderr)
             return 2
         for name, part in parts.items():
