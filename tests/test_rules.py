@@ -3,6 +3,7 @@ across views, and rules files (defaults, a clinic's own, malformed ones)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -14,17 +15,29 @@ import pytest
 import yaml
 
 from scalpscan.inference.intake import Intake
-from scalpscan.inference.rules import DEFAULT_RULES_PATH, Assessment, RulesError, assess, load_rules, rules_from_dict
+from scalpscan.inference.rules import (
+    DEFAULT_RULES_PATH,
+    Assessment,
+    PriorVisit,
+    RulesError,
+    assess,
+    load_rules,
+    rules_from_dict,
+    zone_changes,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 RULES = load_rules()
 EPS = 0.01
 
 
-def row(image: str = "a.jpg", *, view: str | None = "top", status: str = "ok", stage: int | None = None,
+def row(image: str = "a.jpg", *, view: str | None = "top", status: str = "ok", stage: int | None = 1,
         thinning: float = 0.2, alopecia_patch: float = 0.2, transplant_scar: float = 0.2,
         zones: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """A result row as `score` writes it (without "findings": the rules' thresholds decide)."""
+    """A result row as `score` writes it (without "findings": the rules' thresholds decide).
+
+    Norwood 1 by default: a stage of None is a stage the model did not assess (unknown).
+    """
     data = {
         "image": image, "subject": "P1", "status": status, "error": None, "view": view,
         "conditions": {"thinning": thinning, "alopecia_patch": alopecia_patch, "transplant_scar": transplant_scar},
@@ -224,8 +237,8 @@ def test_stage_probabilities_are_combined() -> None:
 
 def test_findings_and_zones_merge_across_views() -> None:
     top = row("top.jpg", view="top", thinning=0.9, stage=4, zones={"crown": zone(0.4), "part": zone(0.2)})
-    back = row("back.jpg", view="back", transplant_scar=0.8, zones={"crown": zone(0.6), "donor": zone(0.3)})
-    front = row("front.jpg", view="front", zones={"hairline": zone(None), "temple_left": zone(0.05)})
+    back = row("back.jpg", view="back", stage=None, transplant_scar=0.8, zones={"crown": zone(0.6), "donor": zone(0.3)})
+    front = row("front.jpg", view="front", stage=None, zones={"hairline": zone(None), "temple_left": zone(0.05)})
     a = assess([top, back, front], Intake(sex="male"), rules=RULES)
     assert a.findings == ["thinning", "transplant_scar"]
     assert a.conditions == {"thinning": 0.9, "alopecia_patch": 0.2, "transplant_scar": 0.8}
@@ -266,7 +279,7 @@ def test_excluded_photos_are_left_out_and_said_so() -> None:
     a = assess(rows, rules=RULES)
     assert a.photos_used == ["ok.jpg"]
     assert [e["image"] for e in a.photos_excluded] == ["dark.jpg", "broken.jpg"]
-    assert a.stage is None and a.conditions["thinning"] == 0.9  # the recapture row's values are not used
+    assert a.stage == 1 and a.conditions["thinning"] == 0.9  # the recapture row's values are not used
     reason = next(r for r in a.reasons if r.rule == "photos.excluded")
     assert "1 to retake" in reason.text and "1 unreadable" in reason.text
     assert reason.evidence["excluded"][1]["reason"] == "truncated JPEG"
@@ -323,8 +336,9 @@ def test_default_disclaimers_say_what_smp_is_and_is_not() -> None:
 
 
 def test_engine_imports_no_torch() -> None:
-    code = "import sys, inference.rules, inference.intake; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    code = ("import sys, scalpscan.inference.rules, scalpscan.inference.intake; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_golden_assessment() -> None:
@@ -333,7 +347,7 @@ def test_golden_assessment() -> None:
         row("top.jpg", view="top", thinning=0.91, stage=5, stage_probabilities=[0, 0, 0.05, 0.3, 0.5, 0.15, 0],
             zones={"crown": zone(0.62), "part": zone(0.3)}),
         row("front.jpg", view="front", thinning=0.8, stage=4, zones={"hairline": zone(0.45), "temple_left": zone(0.2)}),
-        row("back.jpg", view="back", transplant_scar=0.85, zones={"donor": zone(0.25)}),
+        row("back.jpg", view="back", stage=None, transplant_scar=0.85, zones={"donor": zone(0.25)}),
         row("blurry.jpg", view="left", status="recapture", error="too blurred"),
     ]
     got = assess(rows, Intake(sex="female", keloid_history=True, notes="slow thinning"), rules=RULES).to_dict()
@@ -380,6 +394,8 @@ def test_clinic_file_overrides_some_keys(tmp_path: Path) -> None:
         ('version: "1"\nloss:\n  full_coverage_zones: [scalp]\n', "loss.full_coverage_zones", "unknown zone"),
         ('version: "1"\nfocus:\n  order: {male: [crown]}\n', "focus.order.male", "must list each zone once"),
         ('version: "1"\nprogression:\n  keywords: shedding\n', "progression.keywords", "list of non-empty texts"),
+        ('version: "1"\nprogression:\n  min_points_per_year: -5\n', "progression.min_points_per_year", "out of range"),
+        ('version: "1"\nprogression:\n  min_days: 30.5\n', "progression.min_days", "whole number"),
         ('version: "1"\nreview:\n  finding_low: 0.95\n', "review.finding_low", "must be below"),
         ('version: "1"\nstage:\n  pattern_loss_min: 7\n', "stage.pattern_loss_min", "must not be above"),
         ('version: "1"\ndisclaimers: []\n', "disclaimers", "must not be empty"),
@@ -407,3 +423,206 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
 def test_missing_rules_file(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="not found"):
         load_rules(tmp_path / "nope.yaml")
+
+
+# --------------------------------------------------------------------------- unknown is unknown
+
+NO_CONDITIONS = ["thinning", "alopecia_patch", "transplant_scar"]
+
+
+def unassessed(*names: str, **kwargs: Any) -> dict[str, Any]:
+    """A row from a model that does not assess ``names``: null values, listed under not_assessed."""
+    data = row(**kwargs)
+    data["not_assessed"] = list(names)
+    for name in names:
+        if name in NO_CONDITIONS:
+            data["conditions"][name] = None
+        elif name == "stage":
+            data["stage"] = None
+        elif name == "zones":
+            data["zones"] = None
+    return data
+
+
+def unknown_reasons(a: Assessment) -> dict[str, str]:
+    return {r.evidence["output"]: r.text for r in a.reasons if r.rule == "not_assessed"}
+
+
+def test_a_condition_not_assessed_is_unknown_never_absent() -> None:
+    # Norwood 2, no thinning: with patches and scars unknown, "not indicated" would rest on them.
+    a = assess([unassessed("alopecia_patch", "transplant_scar", stage=2)], rules=RULES)
+    assert a.decision == "review" and a.recommendations == []
+    assert a.not_assessed == ["alopecia_patch", "transplant_scar"]
+    assert a.conditions == {"thinning": 0.2, "alopecia_patch": None, "transplant_scar": None}
+    review = next(r for r in a.reasons if r.rule == "review.not_assessed")
+    assert review.evidence["not_assessed"] == ["alopecia_patch", "transplant_scar"]
+    texts = unknown_reasons(a)
+    assert texts["alopecia_patch"].startswith("This model does not assess alopecia patches")
+    assert "no scar camouflage" in texts["transplant_scar"]
+    # Everything assessed and nothing found: not indicated, as before.
+    assert assess([row(stage=2)], rules=RULES).decision == "not_indicated"
+
+
+def test_known_findings_still_decide_beside_unknown_ones() -> None:
+    a = assess([unassessed("alopecia_patch", "transplant_scar", thinning=0.9)], rules=RULES)
+    assert a.decision == "candidate" and a.recommendations == ["density_smp"]
+    assert a.findings == ["thinning"] and set(unknown_reasons(a)) == {"alopecia_patch", "transplant_scar"}
+
+
+def test_values_of_an_output_listed_as_not_assessed_are_never_read() -> None:
+    # A row that carries numbers for an output it lists as not assessed: the numbers are noise.
+    stale = unassessed("alopecia_patch", thinning=0.9, findings=["thinning", "alopecia_patch"])
+    stale["conditions"]["alopecia_patch"] = 0.99
+    clear = unassessed("alopecia_patch", image="a2.jpg", thinning=0.9)
+    clear["conditions"]["alopecia_patch"] = 0.01  # would contradict the 0.99 of the same view
+    a = assess([stale, clear], rules=RULES)
+    assert a.findings == ["thinning"] and "patch_camouflage" not in a.recommendations
+    assert a.conditions["alopecia_patch"] is None and a.decision == "candidate"
+
+
+def test_a_stage_not_assessed_recommends_nothing_from_the_stage() -> None:
+    quiet = assess([unassessed("stage", thinning=0.2)], rules=RULES)
+    assert quiet.stage is None and quiet.stage_probabilities is None and quiet.decision == "review"
+    assert quiet.not_assessed == ["stage"] and "the Norwood stage" in unknown_reasons(quiet)["stage"]
+    thin = assess([unassessed("stage", thinning=0.9)], rules=RULES)
+    assert thin.decision == "candidate" and thin.recommendations == ["density_smp"]
+    density = next(r for r in thin.reasons if r.rule == "recommend.density_smp")
+    assert density.evidence["stage"] is None and "Norwood" not in density.text
+    # A stage from another photo of the same model still counts.
+    staged = assess([unassessed("stage", image="a.jpg"), row("b.jpg", stage=6)], rules=RULES)
+    assert staged.stage == 6 and "full_coverage" in staged.recommendations
+
+
+def test_zones_not_assessed_give_no_measured_focus_and_no_full_coverage_from_loss() -> None:
+    a = assess([unassessed("zones", "hairloss", thinning=0.9)], Intake(sex="male"), rules=RULES)
+    assert a.not_assessed == ["zones", "hairloss"] and a.zones == {}
+    assert a.focus_zones == ["hairline", "crown"]
+    focus = next(r for r in a.reasons if r.rule == "focus.primary_zones")
+    assert focus.text.startswith("Loss per zone is not assessed") and focus.evidence["loss_assessed"] is False
+    assert set(unknown_reasons(a)) == {"zones"}  # the loss map is said once, with the zones
+
+
+def test_a_loss_map_not_assessed_leaves_loss_unknown_in_visible_zones() -> None:
+    full = {z: zone(0.9) for z in ("hairline", "crown")}
+    a = assess([unassessed("hairloss", stage=4, thinning=0.9, zones=full)], rules=RULES)
+    assert a.not_assessed == ["hairloss"]
+    assert a.zones["crown"] == {"visible": True, "loss_fraction": None, "image": None}
+    assert a.recommendations == ["density_smp"]  # 90 % loss read from an unassessed map would say full coverage
+    assert "focus.primary_zones" in fired(a)
+
+
+def test_nothing_assessable_is_review_and_intake_cautions_still_apply() -> None:
+    everything = ("thinning", "alopecia_patch", "transplant_scar", "stage", "zones", "hairloss")
+    a = assess([unassessed(*everything), unassessed(*everything, image="b.jpg")], Intake(keloid_history=True), rules=RULES)
+    assert a.decision == "review" and a.recommendations == [] and a.focus_zones == []
+    assert "review.nothing_assessed" in fired(a) and a.cautions == ["keloid_history"]
+    assert a.not_assessed == [*everything[:4], "zones", "hairloss"]
+
+
+def test_old_rows_without_not_assessed_mean_everything_assessed() -> None:
+    a = assess([row(thinning=0.9, zones={"crown": zone(0.3)})], rules=RULES)
+    assert a.not_assessed == [] and "not_assessed" not in fired(a)
+    assert list(a.to_dict())[:6] == ["decision", "recommendations", "focus_zones", "cautions", "reasons", "not_assessed"]
+
+
+def test_unvalidated_outputs_are_said() -> None:
+    rows = [unassessed("alopecia_patch", thinning=0.9, unvalidated=["thinning", "alopecia_patch", "zones"])]
+    a = assess(rows, rules=RULES)
+    assert a.unvalidated == ["thinning", "zones"]  # an unknown output is not used, so not listed
+    reason = next(r for r in a.reasons if r.rule == "unvalidated")
+    assert reason.evidence == {"outputs": ["thinning", "zones"]} and "not yet validated on real photos" in reason.text
+
+
+def test_golden_assessment_of_a_stage_only_model() -> None:
+    """The real-photo recipe's model (stage and view only) on a Norwood 5 patient; regenerate
+    with UPDATE_GOLDEN=1 (then review the diff)."""
+    only_stage = ("thinning", "alopecia_patch", "transplant_scar", "zones", "hairloss")
+    rows = [unassessed(*only_stage, image="front.jpg", view="front", stage=5,
+                       stage_probabilities=[0, 0, 0, 0.2, 0.6, 0.2, 0]),
+            unassessed(*only_stage, image="top.jpg", view="top", stage=5)]
+    got = assess(rows, Intake(sex="male"), rules=RULES).to_dict()
+    path = GOLDEN / "assessment_stage_only.json"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(json.dumps(got, indent=2, sort_keys=False) + "\n")
+    assert path.exists(), "golden file missing: run UPDATE_GOLDEN=1 pytest tests/test_rules.py once"
+    assert got == json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- measured progression
+
+DAY = datetime.date(2026, 7, 1)
+
+
+def ago(days: int) -> datetime.date:
+    return DAY - datetime.timedelta(days=days)
+
+
+def test_zone_changes_compares_each_zone_with_the_latest_visit_far_enough_back() -> None:
+    prior = [PriorVisit(ago(400), {"crown": 0.10, "hairline": 0.20}, stage=3),
+             PriorVisit(ago(200), {"crown": 0.30, "hairline": None}, stage=4),
+             PriorVisit(ago(10), {"crown": 0.50}),  # too recent for min_days=60
+             PriorVisit(DAY + datetime.timedelta(days=30), {"crown": 0.0})]  # after this visit
+    changes = zone_changes({"crown": 0.40, "hairline": {"visible": True, "loss_fraction": 0.25}, "part": 0.3},
+                           prior, visit_date=DAY, min_days=60)
+    assert list(changes) == ["hairline", "crown"]  # part was never measured before
+    crown = changes["crown"]
+    assert (crown["from_date"], crown["to_date"], crown["days"]) == (ago(200).isoformat(), DAY.isoformat(), 200)
+    assert (crown["before"], crown["after"]) == (0.30, 0.40)
+    assert crown["change"] == pytest.approx(0.10)
+    assert crown["per_year"] == pytest.approx(0.10 * 365.25 / 200, abs=1e-6)
+    assert crown["points_per_year"] == pytest.approx(18.3)
+    assert changes["hairline"]["from_date"] == ago(400).isoformat()  # the later visit did not measure it
+    # One visit and no date: the change, without days or rate.
+    bare = zone_changes({"crown": 0.4}, PriorVisit(ago(200), {"crown": 0.3}))["crown"]
+    assert bare["days"] is None and bare["per_year"] is None and bare["change"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("threshold,progressing", [(9.9, True), (10.0, True), (10.1, False)])
+def test_measured_progression_threshold(threshold: float, progressing: bool) -> None:
+    rules = custom(progression={"min_points_per_year": threshold})
+    prior = [PriorVisit(ago(365), {"crown": 0.30}, stage=4)]  # 10 points in 365 days: 10.0 a year
+    a = assess([row(thinning=0.9, zones={"crown": zone(0.40)})], rules=rules, prior=prior, visit_date=DAY)
+    assert ("progressing_loss" in a.cautions) is progressing
+    assert a.decision == ("caution" if progressing else "candidate")
+    if progressing:
+        reason = next(r for r in a.reasons if r.rule == "caution.progressing_loss")
+        assert reason.evidence["zone"] == "crown"
+        assert (reason.evidence["from_date"], reason.evidence["to_date"]) == (ago(365).isoformat(), DAY.isoformat())
+        assert (reason.evidence["before"], reason.evidence["after"]) == (0.30, 0.40)
+        assert reason.evidence["points_per_year"] == 10.0 and reason.evidence["min_points_per_year"] == threshold
+        assert "crown" in reason.text and "30%" in reason.text and "40%" in reason.text and "10.0 points a year" in reason.text
+
+
+def test_measured_progression_needs_enough_days_and_a_measured_loss() -> None:
+    prior = [PriorVisit(ago(30), {"crown": 0.10})]
+    zones = {"crown": zone(0.40)}  # 30 points in a month
+    assert assess([row(thinning=0.9, zones=zones)], rules=RULES, prior=prior, visit_date=DAY).cautions == []
+    short = custom(progression={"min_days": 20})
+    assert assess([row(thinning=0.9, zones=zones)], rules=short, prior=prior, visit_date=DAY).cautions == ["progressing_loss"]
+    # The loss map not assessed now: no rate can be measured, so no caution rests on it.
+    unknown = unassessed("hairloss", thinning=0.9, zones=zones)
+    assert assess([unknown], rules=short, prior=prior, visit_date=DAY).cautions == []
+
+
+def test_measured_progression_makes_patches_unstable_and_says_both_sources() -> None:
+    prior = [PriorVisit(ago(180), {"crown": 0.10})]
+    a = assess([row(alopecia_patch=0.9, zones={"crown": zone(0.30)})], Intake(notes="shedding a lot"),
+               rules=RULES, prior=prior, visit_date=DAY)
+    assert a.cautions == ["progressing_loss"]
+    progressing = [r for r in a.reasons if r.rule == "caution.progressing_loss"]
+    assert [sorted(r.evidence)[0] for r in progressing] == ["notes", "after"]
+    patch = next(r for r in a.reasons if r.rule == "recommend.patch_camouflage")
+    assert patch.evidence["stable"] is False
+
+
+def test_prior_visits_are_checked() -> None:
+    with pytest.raises(ValueError, match="visit_date"):
+        assess([row()], rules=RULES, prior=[PriorVisit(ago(100), {"crown": 0.1})])
+    with pytest.raises(ValueError, match="scalp"):
+        PriorVisit(DAY, {"scalp": 0.1})
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        PriorVisit(DAY, {"crown": 40})
+    with pytest.raises(ValueError, match="Norwood"):
+        PriorVisit(DAY, {}, stage=9)
+    with pytest.raises(TypeError, match="datetime.date"):
+        PriorVisit("2026-01-01", {})  # type: ignore[arg-type]
