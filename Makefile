@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast browser bench clean help
+.PHONY: demo test test-fast browser postgres bench clean help
 
 help:
 	@echo "make demo   - set up, then render data, train, evaluate, score and write reports"
@@ -27,10 +27,19 @@ browser:
 	      || echo "warning: could not install chromium; browser tests will be skipped"; \
 	  else echo "note: chromium not installed; browser tests will be skipped"; fi; }
 
+# The web app's PostgreSQL tests start a private server from Debian's postgresql package;
+# install it when we can (root on CI), else those tests are skipped with a message saying why.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	      || echo "warning: could not install postgresql; PostgreSQL tests will be skipped"; \
+	  else echo "note: postgresql not installed; PostgreSQL tests will be skipped"; fi; }
+
 demo: $(STAMP)
 	$(BIN)/scalpscan demo --out demo_out
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

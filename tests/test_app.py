@@ -442,3 +442,24 @@ def test_import_a_folder_per_patient_then_score_in_the_background(app, tmp_path:
     score_all(app)
     with app.state.sessions() as db:
         assert all(p.status != "pending" and p.result["subject"] == p.visit.patient.key for p in db.query(Photo))
+
+
+def test_serve_imports_score_results_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scalpscan.scripts.cli import main
+
+    (tmp_path / "P9_top.jpg").write_bytes(photo_bytes(5))
+    (tmp_path / "results.jsonl").write_text(json.dumps(_row(Path("P9_top.jpg"), "P9", 0.4)) + "\n")
+    (tmp_path / "intake.csv").write_text("subject,sex,keloid_history,eczema_active,psoriasis_active,notes\n"
+                                         "P9,female,yes,no,no,keloid after acne\n")
+    clinic = tmp_path / "clinic"
+    assert main(["serve", "--data", str(clinic), "--import", str(tmp_path / "results.jsonl"), "--intake",
+                 str(tmp_path / "intake.csv"), "--visit-date", "2026-03-01", "--import-only"]) == 0
+    assert "imported 1 photo(s) in 1 visit(s)" in capsys.readouterr().out
+    from scalpscan.app.db import open_database
+
+    _, sessions = open_database(f"sqlite:///{clinic / 'scalpscan.db'}")
+    with sessions() as db:
+        visit = db.query(Patient).one().visits[0]
+        assert (visit.date, visit.sex, visit.keloid_history) == (dt.date(2026, 3, 1), "female", True)
+    assert main(["serve", "--data", str(clinic), "--import", str(tmp_path / "missing.jsonl"), "--import-only"]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err

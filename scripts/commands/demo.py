@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=128, help="network input side (default 128)")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     parser.add_argument("--held-out", type=int, default=60, help="held-out photos to evaluate and score (default 60)")
+    parser.add_argument("--serve", action="store_true",
+                        help="then start the clinic web app on the demo's results (OUT/clinic, user 'demo')")
+    parser.add_argument("--port", type=int, default=8000, help="port of the web app with --serve (default 8000)")
 
 
 def step_synth(ctx: DemoContext) -> None:
@@ -208,4 +211,35 @@ def run(args: argparse.Namespace) -> int:
     print(f"demo finished in {time.perf_counter() - started:.0f} s: everything is in {args.out}")
     if "reports" in ctx.outputs:
         print(f"open the reports: {ctx.outputs['reports'].resolve()}")
+    if args.serve:
+        return _serve(ctx, args.port)
     return 0
+
+
+def _serve(ctx: DemoContext, port: int) -> int:
+    """Import the demo's scored photos and intake sheet into OUT/clinic and serve the web app there."""
+    import secrets
+    import shutil
+
+    clinic = ctx.out / "clinic"
+    shutil.rmtree(clinic, ignore_errors=True)  # the demo owns its folder: one import, not one per run
+    password = secrets.token_urlsafe(12)
+    print(f"web app: user 'demo', password {password} (a new one each run)", flush=True)
+    from scalpscan.scripts.cli import main
+
+    code = _feed(["users", "add", "demo", "--data", str(clinic), "--password-stdin"], password, main)
+    if code:
+        return code
+    return main(["serve", "--data", str(clinic), "--model", str(ctx.outputs["run"]), "--port", str(port),
+                 "--import", str(ctx.outputs["results"]), "--intake", str(ctx.out / "intake.csv")])
+
+
+def _feed(argv: list[str], line: str, main: Callable[[list[str]], int]) -> int:
+    """Run a command with ``line`` on its standard input."""
+    import io
+
+    saved, sys.stdin = sys.stdin, io.StringIO(line + "\n")
+    try:
+        return main(argv)
+    finally:
+        sys.stdin = saved
