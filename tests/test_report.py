@@ -324,7 +324,7 @@ def test_report_command_refuses_bad_input(sample: Path, tmp_path: Path, capsys: 
     elif setup == "rules":
         bad = tmp_path / "bad.yaml"
         bad.write_text('version: "x"\nstage:\n  full_coverage_min: 9\n')
-        expected = "stage.full_coverage_min: expected a Norwood stage 1 to 7, got 9"
+        expected = "stage.full_coverage_min: 9 is not valid: expected a Norwood stage 1 to 7"
         args += ["--rules", bad]
     elif setup == "results":
         args[0] = tmp_path / "missing.jsonl"
