@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from scalpscan.training import loop as training_loop
 from scalpscan.data.manifest import read_manifest
 from scalpscan.data.splits import split_rows
 from scalpscan.data.vocab import MANIFEST_COLUMNS, VIEWS
@@ -31,7 +30,12 @@ from scalpscan.training.config import (
     config_to_dict,
     load_config,
 )
-from scalpscan.training.loop import LOG_FILE, RESUME_FILE, TrainingError, evaluate_run, fit, lr_factor
+from scalpscan.training.datasets import data_fingerprint
+from scalpscan.training.errors import TrainingError
+from scalpscan.training.evaluation import evaluate_run
+from scalpscan.training.optimizer import lr_factor
+from scalpscan.training.state import LOG_FILE, RESUME_FILE
+from scalpscan.training.trainer import fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,17 +116,20 @@ def test_file_then_overrides_with_types(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("override, message", [
     ("epoch=3", "unknown config key 'epoch'"),
-    ("epochs=three", "epochs: expected an integer"),
-    ("epochs=2.5", "epochs: expected an integer"),
-    ("lr=fast", "lr: expected a number"),
-    ("pretrained=maybe", "pretrained: expected true or false"),
+    ("epochs=three", "epochs: 'three' is not valid: Input should be a valid integer"),
+    ("epochs=2.5", "epochs: 2.5 is not valid: Input should be a valid integer"),
+    ("lr=fast", "--set lr=fast: lr: 'fast' is not valid: Input should be a valid number"),
+    ("pretrained=maybe", "pretrained: 'maybe' is not valid: Input should be a valid boolean"),
     ("loss_weights.stages=2", "loss_weights.stages: unknown head"),
     ("stage_view_weights.side=1", "stage_view_weights.side: unknown view"),
     ("lr.x=1", "'lr' is a float, it has no sub-keys"),
-    ("image_size=100", "image_size=100: must be a multiple of 32"),
-    ("batch_size=0", "batch_size=0: must be >= 1"),
-    ("mask_resolution=full", "mask_resolution='full': use target or logits"),
+    ("image_size=100", "image_size: 100 is not valid: Input should be a multiple of 32"),
+    ("batch_size=0", "batch_size: 0 is not valid: Input should be greater than or equal to 1"),
+    ("mask_resolution=full", "mask_resolution: 'full' is not valid: Input should be 'target' or 'logits'"),
     ("epochs", "expected key=value"),
+    ("folds=1", "folds: 1 is not valid: Value error, use 0 (one run) or at least 2"),
+    ("loss_weights.zones=-1", "loss_weights.zones: -1 is not valid: Input should be greater"),
+    ("device=tpu", "device: 'tpu' is not valid: Value error, use auto, cpu, cuda or cuda:N"),
 ])
 def test_override_errors_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -132,7 +139,7 @@ def test_override_errors_name_the_key(override: str, message: str) -> None:
 def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: [1, 2]\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: epochs: expected an integer"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: epochs: \[1, 2\] is not valid: Input should be a valid integer"):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
@@ -296,7 +303,6 @@ def test_evaluate_run_refuses_an_unknown_tta_mode(tmp_path: Path) -> None:
 
 
 def test_evaluate_refuses_an_unknown_column(photos: dict[str, Path], tmp_path: Path) -> None:
-    from scalpscan.training.loop import TrainingError
 
     run = fit(_config(photos, tmp_path / "r", epochs=1, calibrate=False), log=lambda _: None)
     with pytest.raises(TrainingError, match="no such column.*skin_tone"):
@@ -310,7 +316,7 @@ def test_cli_reports_bad_arguments_with_exit_code_2(photos: dict[str, Path],
          "--out", str(tmp_path / "x"), "--set", "lr=fast"],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "lr: expected a number" in result.stderr
+    assert "--set lr=fast: lr: 'fast' is not valid: Input should be a valid number" in result.stderr
     result = subprocess.run(
         [sys.executable, "-m", "scalpscan.scripts.cli", "train", "--out", str(tmp_path / "nothing"),
          "--resume"], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -329,7 +335,6 @@ def test_cli_reports_bad_arguments_with_exit_code_2(photos: dict[str, Path],
 
 def test_an_unknown_monitor_is_refused_with_the_logged_names(photos: dict[str, Path],
                                                              tmp_path: Path) -> None:
-    from scalpscan.training.loop import TrainingError
 
     with pytest.raises(TrainingError, match="monitor='stage_kappa'.*val_stage_qwk"):
         fit(_config(photos, tmp_path / "m", epochs=1, monitor="stage_kappa"), log=lambda _: None)
@@ -342,7 +347,7 @@ def _photo_pair(run_dir: Path, tmp_path: Path, first: np.ndarray, second: np.nda
     from scalpscan.data.manifest import read_manifest
     from scalpscan.data.transforms import build_transforms
     from scalpscan.models import load_checkpoint
-    from scalpscan.training.loop import make_loader
+    from scalpscan.training.datasets import make_loader
 
     Image.fromarray(first).save(tmp_path / "a.png")
     Image.fromarray(np.ascontiguousarray(second)).save(tmp_path / "b.png")
@@ -358,7 +363,7 @@ def test_evaluation_tta_treats_a_photo_and_its_mirror_alike(run_dir: Path, tmp_p
     # With flip TTA, the mirrored photo gets the same stage and conditions and the swapped
     # view; the untrained model alone (no TTA) does not, so the mapping back is what's tested.
     from scalpscan.data.vocab import VIEW_MIRROR
-    from scalpscan.training.loop import evaluate
+    from scalpscan.training.engine import evaluate
 
     photo = np.random.default_rng(4).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
     model, loader = _photo_pair(run_dir, tmp_path, photo, photo[:, ::-1], ("left", "right"))
@@ -377,7 +382,7 @@ def test_evaluation_rotation_tta_treats_a_photo_and_its_turn_alike(
     # A quarter turn (after a mirror, for d4): same stage and conditions, same view (left
     # and right swapped by the mirror); the untrained model alone does not do that.
     from scalpscan.data.vocab import VIEW_MIRROR
-    from scalpscan.training.loop import evaluate
+    from scalpscan.training.engine import evaluate
 
     photo = np.random.default_rng(4).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
     moved = np.rot90(photo[:, ::-1] if mirror else photo)
@@ -394,7 +399,7 @@ def test_evaluation_rotation_tta_treats_a_photo_and_its_turn_alike(
 
 def test_evaluation_rot_tta_is_the_mean_of_the_four_turns_turned_back(run_dir: Path) -> None:
     from scalpscan.models import load_checkpoint
-    from scalpscan.training.loop import _forward_tta
+    from scalpscan.training.engine import _forward_tta
 
     model, _ = load_checkpoint(run_dir)
     model.eval()
@@ -459,7 +464,7 @@ def test_train_extra_photos_only_ever_train(photos: dict[str, Path], tmp_path: P
     with (split / LOG_FILE).open() as handle:
         assert int(next(csv.DictReader(handle))["train_photos"]) > n["extra"]
     assert json.loads((split / "model.json").read_text())["data_fingerprint"].split(":")[1] == \
-        training_loop.data_fingerprint(split_rows(read_manifest(photos["train"]), (0.8, 0.2),
+        data_fingerprint(split_rows(read_manifest(photos["train"]), (0.8, 0.2),
                                                   seed=3)["val"])
 
 
@@ -474,7 +479,7 @@ def test_train_extra_sharing_a_person_with_data_is_refused(photos: dict[str, Pat
 def test_compare_runs_scores_two_runs_on_the_same_photos(photos: dict[str, Path], run_dir: Path,
                                                          tmp_path: Path) -> None:
     from scalpscan.models import create_model, inference_meta, save_checkpoint
-    from scalpscan.training.loop import compare_runs
+    from scalpscan.training.evaluation import compare_runs
 
     torch.manual_seed(7)
     other = create_model("scalpnet", backbone="tiny", image_size=64)

@@ -1,9 +1,24 @@
-"""Training: config, losses, metrics, the train/evaluate loop, calibration and plots.
+"""Training: config and recipes, losses, metrics, the training run, evaluation,
+cross-validation, calibration and plots.
 
 What scripts use::
 
     from scalpscan.training import TrainConfig, load_config, fit, evaluate_run
-    from scalpscan.training.metrics import compute_metrics, format_metrics
+    from scalpscan.training.metrics import compute_metrics
+    from scalpscan.training.tables import format_metrics
+
+One job per module:
+
+- ``config``: the `TrainConfig`, YAML files, recipes (``recipes/NAME.yaml``), overrides;
+- ``engine``: forward passes, one training epoch, one evaluation pass;
+- ``optimizer``: AdamW and the warm-up + cosine schedule;
+- ``datasets``: a run's rows, datasets and seeded loaders;
+- ``state``: RNG state, the resume file, the run-folder claim;
+- ``distributed``: DDP setup and teardown under torchrun;
+- ``trainer``: `fit`, the whole run with its CSV log;
+- ``evaluation``: `evaluate_run`, `compare_runs`, `compare_cross_validations`, recalibration;
+- ``crossval``: K-fold cross-validation and the fold ensemble;
+- ``losses``, ``metrics``, ``calibrate``, ``plots``.
 
 Submodules import torch; this package's ``__init__`` imports them lazily so that
 ``training.config`` can be used without loading torch.
@@ -19,8 +34,13 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "load_config",
+    "list_recipes",
     "fit",
+    "cross_validate",
     "evaluate_run",
+    "compare_runs",
+    "compare_cross_validations",
+    "recalibrate_run",
     "train_one_epoch",
     "evaluate",
     "MultiTaskLoss",
@@ -32,11 +52,16 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "scalpscan.training.config",
     "TrainConfig": "scalpscan.training.config",
     "load_config": "scalpscan.training.config",
-    "TrainingError": "scalpscan.training.loop",
-    "fit": "scalpscan.training.loop",
-    "evaluate_run": "scalpscan.training.loop",
-    "train_one_epoch": "scalpscan.training.loop",
-    "evaluate": "scalpscan.training.loop",
+    "list_recipes": "scalpscan.training.config",
+    "TrainingError": "scalpscan.training.errors",
+    "fit": "scalpscan.training.trainer",
+    "cross_validate": "scalpscan.training.crossval",
+    "evaluate_run": "scalpscan.training.evaluation",
+    "compare_runs": "scalpscan.training.evaluation",
+    "compare_cross_validations": "scalpscan.training.evaluation",
+    "recalibrate_run": "scalpscan.training.evaluation",
+    "train_one_epoch": "scalpscan.training.engine",
+    "evaluate": "scalpscan.training.engine",
     "MultiTaskLoss": "scalpscan.training.losses",
     "compute_metrics": "scalpscan.training.metrics",
     "fit_calibration": "scalpscan.training.calibrate",
@@ -46,4 +71,4 @@ _EXPORTS: dict[str, str] = {
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'training' has no attribute {name!r}")
+    raise AttributeError(f"module 'scalpscan.training' has no attribute {name!r}")

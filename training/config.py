@@ -1,4 +1,10 @@
-"""Training configuration: one dataclass, a YAML file and ``key=value`` overrides.
+"""Training configuration: one dataclass, recipes, a YAML file and ``key=value`` overrides.
+
+Settings resolve in this order: the defaults (``default.yaml`` lists them, documented),
+a recipe (``recipes/NAME.yaml``: the keys it changes, each documented), a config file,
+command-line flags, then ``--set key=value``. Every step is checked against one pydantic
+schema through `scalpscan.data.validation.validate`, so a bad value fails with the file
+(or override), the key and what is allowed.
 
 The config is the only place where settings become the plain keyword arguments that the
 model, the loss and the optimiser take (``model_kwargs``, ``loss_kwargs``,
@@ -18,11 +24,13 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model, field_validator
 
 from scalpscan.data.files import write_text_atomic
+from scalpscan.data.validation import validate
 from scalpscan.data.vocab import VIEWS
 
 __all__ = [
@@ -30,7 +38,14 @@ __all__ = [
     "TrainConfig",
     "DEFAULT_CONFIG_PATH",
     "MASK_RESOLUTIONS",
+    "RECIPES_DIR",
+    "RECOMMENDED_RECIPE",
     "load_config",
+    "list_recipes",
+    "recipe_path",
+    "recipe_name",
+    "read_recipe",
+    "describe_config",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
@@ -75,6 +90,7 @@ class TrainConfig:
     train_extra: str = ""  # manifest of photos for training only (e.g. renders): never validated on, never held out by a fold
     folds: int = 0  # K >= 2: person-grouped K-fold cross-validation, one run per fold; their ensemble is the model
     out: str = "runs/run"  # run folder (checkpoints, logs, plots)
+    recipe: str = ""  # the recipe this config started from (training/recipes/NAME.yaml or a file); a record, set by --recipe
     image_size: int = 224  # network input side in pixels (square)
     workers: int = 0  # DataLoader worker processes (0 = load in the main process)
 
@@ -125,111 +141,129 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar
 
     def validate(self) -> None:
-        """Check values that types alone do not catch.
+        """Check every value against the config's schema (types, ranges, names).
 
         Raises:
             ConfigError: naming the key, the value and what is allowed.
         """
-        problems: list[str] = []
-        positive_ints = ("image_size", "epochs", "batch_size")
-        for key in positive_ints:
-            if getattr(self, key) < 1:
-                problems.append(f"{key}={getattr(self, key)!r}: must be >= 1")
-        for key in ("workers", "patience", "threads"):
-            if getattr(self, key) < 0:
-                problems.append(f"{key}={getattr(self, key)!r}: must be >= 0")
-        for key in ("lr", "backbone_lr_scale", "weight_decay", "warmup_epochs", "grad_clip",
-                    "min_delta", "max_pos_weight"):
-            if getattr(self, key) < 0:
-                problems.append(f"{key}={getattr(self, key)!r}: must be >= 0")
-        if self.folds < 0 or self.folds == 1:
-            problems.append(f"folds={self.folds!r}: use 0 (one run) or at least 2 "
-                            "(K-fold cross-validation)")
-        if self.folds and self.val:
-            problems.append("folds and val both set: with folds every fold validates on its "
-                            "own held-out persons; leave val empty, and evaluate the ensemble "
-                            "on the other manifest afterwards (scalpscan evaluate)")
-        if not 0.0 < self.val_fraction < 1.0:
-            problems.append(f"val_fraction={self.val_fraction!r}: must be between 0 and 1")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            problems.append(f"min_lr_ratio={self.min_lr_ratio!r}: must be in [0, 1]")
-        if self.image_size % 32:
-            problems.append(f"image_size={self.image_size!r}: must be a multiple of 32 "
-                            "(e.g. 64, 128, 224, 256)")
-        for key in ("hflip_p", "rotate90_p"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                problems.append(f"{key}={getattr(self, key)!r}: must be a probability in [0, 1]")
-        if self.init_from and self.weights:
-            problems.append("init_from and weights both set: init_from starts the whole "
-                            "network from a run, weights only the backbone; choose one")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout!r}: must be in [0, 1)")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            problems.append(f"label_smoothing={self.label_smoothing!r}: must be in [0, 1)")
-        if self.mask_resolution not in MASK_RESOLUTIONS:
-            problems.append(f"mask_resolution={self.mask_resolution!r}: use "
-                            f"{' or '.join(MASK_RESOLUTIONS)}")
-        for head in self.loss_weights:
-            if head not in _HEADS:
-                problems.append(f"loss_weights.{head}: unknown head; known: {', '.join(_HEADS)}")
-        for head, weight in self.loss_weights.items():
-            if weight < 0:
-                problems.append(f"loss_weights.{head}={weight!r}: must be >= 0")
-        for view, weight in self.stage_view_weights.items():
-            if view not in VIEWS:
-                problems.append(
-                    f"stage_view_weights.{view}: unknown view; known: {', '.join(VIEWS)}"
-                )
-            elif weight < 0:
-                problems.append(f"stage_view_weights.{view}={weight!r}: must be >= 0")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            problems.append(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
-        if problems:
-            raise ConfigError("invalid training config:\n  " + "\n  ".join(problems))
+        _check(config_to_dict(self), source="config")
 
 
 _FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS: dict[str, Any] = typing.get_type_hints(TrainConfig)
 
 
+# --- the schema: one pydantic model, through the project's one validation mechanism ------
+
+def _text(value: Any) -> Any:
+    """YAML gives ``null`` for an empty value and numbers for names like ``2024``."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# Strict types: YAML already typed every value, so "yes", 1 or 2.5 are never silently
+# read as true, True or 2.
+_Int = Annotated[int, Strict()]
+_Float = Annotated[float, Strict()]
+_Bool = Annotated[bool, Strict()]
+_Text = Annotated[str, BeforeValidator(_text)]
+_NonNegative = Annotated[float, Strict(), Field(ge=0)]
+_Probability = Annotated[float, Strict(), Field(ge=0, le=1)]
+
+#: Constraints beyond the type, by key (pydantic states each one in its message).
+_CONSTRAINED: dict[str, Any] = {
+    "image_size": Annotated[int, Strict(), Field(ge=32, multiple_of=32)],
+    "epochs": Annotated[int, Strict(), Field(ge=1)],
+    "batch_size": Annotated[int, Strict(), Field(ge=1)],
+    "workers": Annotated[int, Strict(), Field(ge=0)],
+    "patience": Annotated[int, Strict(), Field(ge=0)],
+    "threads": Annotated[int, Strict(), Field(ge=0)],
+    "folds": _Int,
+    "val_fraction": Annotated[float, Strict(), Field(gt=0, lt=1)],
+    "min_lr_ratio": _Probability,
+    "hflip_p": _Probability,
+    "rotate90_p": _Probability,
+    "dropout": Annotated[float, Strict(), Field(ge=0, lt=1)],
+    "label_smoothing": Annotated[float, Strict(), Field(ge=0, lt=1)],
+    "mask_resolution": Literal["target", "logits"],
+    "loss_weights": dict[str, _NonNegative],
+    "stage_view_weights": dict[str, _NonNegative],
+    **{key: _NonNegative for key in ("lr", "backbone_lr_scale", "weight_decay",
+                                     "warmup_epochs", "grad_clip", "min_delta",
+                                     "max_pos_weight")},
+}
+_PLAIN = {bool: _Bool, int: _Int, float: _Float, str: _Text}
+
+
+class _Schema(BaseModel):
+    """Checks of single keys that a type cannot express; `_check` adds the names in the
+    mappings and the checks across keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("folds", check_fields=False)
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value < 0 or value == 1:
+            raise ValueError("use 0 (one run) or at least 2 (K-fold cross-validation)")
+        return value
+
+    @field_validator("device", check_fields=False)
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")):
+            raise ValueError("use auto, cpu, cuda or cuda:N")
+        return value
+
+
+_ConfigSchema: type[BaseModel] = create_model(
+    "TrainConfigSchema", __base__=_Schema,
+    **{name: (_CONSTRAINED.get(name, _PLAIN.get(_HINTS[name], _HINTS[name])), ...)
+       for name in _FIELDS},
+)
+
+
+def _check(values: dict[str, Any], *, source: str) -> dict[str, Any]:
+    """``values`` (every key of the config) checked against the schema and with each
+    other; returns them typed (an integer ``lr`` becomes a float).
+
+    Raises:
+        ConfigError: one line per bad key, each naming ``source``, the key and the value.
+    """
+    # The names in the two mappings are checked here, so that the message names the one
+    # bad entry (``loss_weights.stages``), not the whole mapping.
+    for key, known, what in (("loss_weights", _HEADS, "head"), ("stage_view_weights", VIEWS, "view")):
+        mapping = values.get(key)
+        unknown = [name for name in mapping if name not in known] if isinstance(mapping, dict) else []
+        if unknown:
+            raise ConfigError(f"{source}: {key}.{unknown[0]}: unknown {what}; known: "
+                              f"{', '.join(known)}")
+    checked = validate(_ConfigSchema, values, source=source, error=ConfigError).model_dump()
+    problems = []
+    if checked["folds"] and checked["val"]:
+        problems.append("folds and val both set: with folds every fold validates on its own "
+                        "held-out persons; leave val empty, and evaluate the ensemble on the "
+                        "other manifest afterwards (scalpscan evaluate)")
+    if checked["init_from"] and checked["weights"]:
+        problems.append("init_from and weights both set: init_from starts the whole network "
+                        "from a run, weights only the backbone; choose one")
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {problem}" for problem in problems))
+    return checked
+
+
 def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is dict:
-        return "a mapping of name: number"
+    if typing.get_origin(tp) is dict:
+        return "mapping of name: number"
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """``value`` converted to the field type ``tp``, or ConfigError naming ``key``."""
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if value is None:
-            return ""
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if typing.get_origin(tp) is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
-        return {str(k): _coerce(f"{key}.{k}", v, float) for k, v in value.items()}
-    raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover
-
-
 def _set(values: dict[str, Any], key: str, value: Any) -> None:
-    """Set a (possibly dotted) key in the plain-dict form of a config, type-checked."""
+    """Set a (possibly dotted) key in the plain-dict form of a config; the types are
+    checked afterwards, by `_check`."""
     name, _, sub = key.partition(".")
     if name not in _FIELDS:
         close = [k for k in _FIELDS if k.startswith(name[:3])] or sorted(_FIELDS)
@@ -238,17 +272,23 @@ def _set(values: dict[str, Any], key: str, value: Any) -> None:
     if sub:
         if typing.get_origin(tp) is not dict:
             raise ConfigError(f"{key}: {name!r} is a {_describe(tp)}, it has no sub-keys")
-        merged = dict(values.get(name) or {})
-        merged[sub] = _coerce(key, value, float)
-        values[name] = merged
+        values[name] = {**dict(values.get(name) or {}), sub: value}
+    elif typing.get_origin(tp) is dict and isinstance(value, dict):
+        # A mapping merges into the defaults so that a file can set one view's weight.
+        values[name] = {**dict(values.get(name) or {}), **{str(k): v for k, v in value.items()}}
     else:
-        if typing.get_origin(tp) is dict and isinstance(value, dict):
-            # A mapping merges into the defaults so that a file can set one view's weight.
-            merged = dict(values.get(name) or {})
-            merged.update(_coerce(key, value, tp))
-            values[name] = merged
-        else:
-            values[name] = _coerce(key, value, tp)
+        values[name] = value
+
+
+def _merged(config: TrainConfig, values: dict[str, Any], *, source: str) -> TrainConfig:
+    """``config`` with ``values`` (keys of the config, dotted keys allowed) set and checked."""
+    merged = config_to_dict(config)
+    for key, value in values.items():
+        try:
+            _set(merged, str(key), value)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return TrainConfig(**_check(merged, source=source))
 
 
 def config_from_dict(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
@@ -263,15 +303,7 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
     """
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of key: value, got {type(values).__name__}")
-    resolved = config_to_dict(TrainConfig())
-    for key, value in values.items():
-        try:
-            _set(resolved, str(key), value)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-    config = TrainConfig(**resolved)
-    config.validate()
-    return config
+    return _merged(TrainConfig(), values, source=source)
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -305,24 +337,106 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     Raises:
         ConfigError: for an unknown key, a value of the wrong type or a malformed override.
     """
-    values = config_to_dict(config)
     for text in overrides:
         key, value = _parse_override(text)
-        try:
-            _set(values, key, value)
-        except ConfigError as exc:
-            raise ConfigError(f"--set {text}: {exc}") from None
-    result = TrainConfig(**values)
-    result.validate()
-    return result
+        config = _merged(config, {key: value}, source=f"--set {text}")
+    return config
 
 
-def load_config(path: str | os.PathLike | None = None, *, overrides: list[str] | None = None,
-                **values: Any) -> TrainConfig:
-    """Defaults, then a YAML file, then keyword values, then ``key=value`` overrides.
+# --- recipes -------------------------------------------------------------------------------
+
+#: The recipe files: ``NAME.yaml``, each holding the keys it changes from the defaults.
+RECIPES_DIR = Path(__file__).with_name("recipes")
+#: What `scalpscan train` without a recipe points newcomers at.
+RECOMMENDED_RECIPE = "real"
+
+
+def _description(path: Path) -> str:
+    """A recipe's first comment line (its one-line description)."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def list_recipes() -> dict[str, str]:
+    """The recipes that ship with the package: name -> one-line description, by name."""
+    return {path.stem: _description(path) for path in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def recipe_path(recipe: str | os.PathLike) -> Path:
+    """The file of a recipe given by name (``real``) or as a path to a YAML file.
+
+    Raises:
+        ConfigError: for a name that is no recipe (the message lists them) or a missing file.
+    """
+    text = str(recipe)
+    if text.endswith((".yaml", ".yml")) or os.sep in text or "/" in text:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        return path
+    path = RECIPES_DIR / f"{text}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown recipe {text!r}; recipes: {', '.join(list_recipes())} "
+                          "(or give the path of a YAML file)")
+    return path
+
+
+def recipe_name(recipe: str | os.PathLike) -> str:
+    """How a run records its recipe: the name of a shipped one, else the file's path."""
+    path = recipe_path(recipe)
+    return path.stem if path.parent.resolve() == RECIPES_DIR.resolve() else str(path)
+
+
+def describe_config(config: TrainConfig) -> str:
+    """One line saying what ``config`` trains: network, backbone, input side, heads, epochs."""
+    start = ("every weight from the run " + config.init_from if config.init_from
+             else "weights from " + config.weights if config.weights
+             else "ImageNet weights" if config.pretrained else "random weights")
+    heads = [head for head, weight in config.loss_weights.items() if weight > 0]
+    return (f"{config.model}, backbone {config.backbone} ({start}), {config.image_size} px, "
+            f"heads {', '.join(heads) or 'none'}, {config.epochs} epochs at peak lr "
+            f"{config.lr:g}")
+
+
+def read_recipe(recipe: str | os.PathLike) -> dict[str, Any]:
+    """The keys a recipe sets, as written (checked: a bad recipe fails like a config file).
+
+    Raises:
+        ConfigError: for an unknown recipe or a bad key or value in it.
+    """
+    path = recipe_path(recipe)
+    values = _read_yaml(path, "recipe file")
+    config_from_dict(values, source=str(path))
+    return values
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}")
+    return loaded
+
+
+def load_config(path: str | os.PathLike | None = None, *, recipe: str | os.PathLike | None = None,
+                overrides: list[str] | None = None, **values: Any) -> TrainConfig:
+    """Defaults, then a recipe, then a YAML file, then keyword values, then ``key=value``
+    overrides.
 
     Args:
-        path: YAML file with any subset of the config keys; None = defaults only.
+        path: YAML file with any subset of the config keys; None = none.
+        recipe: a recipe name (`list_recipes`) or the path of a recipe file; None = none.
+            The resolved config records it under ``recipe``.
         overrides: ``key=value`` strings (as given to ``--set``), applied last.
         **values: settings from command-line flags; None values are skipped.
 
@@ -330,22 +444,15 @@ def load_config(path: str | os.PathLike | None = None, *, overrides: list[str] |
         ConfigError: naming the file or override, the key and the fix.
     """
     config = TrainConfig()
+    if recipe is not None:
+        file = recipe_path(recipe)
+        config = _merged(config, {**_read_yaml(file, "recipe file"), "recipe": recipe_name(recipe)},
+                         source=str(file))
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        config = config_from_dict(loaded or {}, source=str(path))
+        config = _merged(config, _read_yaml(Path(path), "config file"), source=str(path))
     given = {k: v for k, v in values.items() if v is not None}
     if given:
-        merged = config_to_dict(config)
-        for key, value in given.items():
-            _set(merged, key, value)
-        config = TrainConfig(**merged)
-        config.validate()
+        config = _merged(config, given, source="options")
     return apply_overrides(config, list(overrides or []))
 
 
@@ -384,7 +491,7 @@ def loss_kwargs(config: TrainConfig) -> dict[str, Any]:
 
 
 def optimizer_kwargs(config: TrainConfig) -> dict[str, Any]:
-    """Keyword arguments for ``training.loop.build_optimizer``."""
+    """Keyword arguments for ``training.optimizer.build_optimizer``."""
     return {
         "lr": config.lr,
         "weight_decay": config.weight_decay,

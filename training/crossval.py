@@ -1,7 +1,7 @@
 """Person-grouped K-fold cross-validation, and the ensemble of its fold models.
 
 ``scalpscan train --folds K`` (config key ``folds``) deals the persons of ``data`` into K
-folds (`data.splits.fold_subjects`) and trains K ordinary runs with `training.loop.fit`,
+folds (`data.splits.fold_subjects`) and trains K ordinary runs with `training.trainer.fit`,
 each on K-1 folds and validated (best epoch, calibration) on the fold it never saw. Then:
 
 - every photo has been predicted by a model that never saw its person: these
@@ -46,10 +46,14 @@ from scalpscan.data.splits import fold_subjects
 from scalpscan.models.checkpoint import save_checkpoint
 from scalpscan.models.network import ensemble_of
 
-from . import loop
+from . import trainer
 from .calibrate import fit_calibration
 from .config import TrainConfig, save_config
-from .loop import TrainingError
+from .datasets import data_fingerprint, read_train_extra
+from .distributed import DistInfo, resolve_device
+from .errors import TrainingError
+from .evaluation import calibrated, column_values, json_safe, run_calibration, run_outputs
+from .state import claim_run_folder, previous_run_files
 from .metrics import Predictions, compute_metrics, metrics_by
 from .plots import plot_all
 
@@ -82,7 +86,7 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _cv_files(run_dir: Path) -> list[str]:
     """What a previous run left in ``run_dir`` (cross-validation or a single run)."""
-    found = loop._previous_run_files(run_dir)
+    found = previous_run_files(run_dir)
     found += [name for name in (CV_FILE, OOF_DIR, "splits") if (run_dir / name).exists()]
     found += sorted(p.name for p in run_dir.glob("fold_*") if p.is_dir())
     return found
@@ -124,7 +128,7 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
                             "threads or one GPU)")
     run_dir = Path(config.out)
     state_path = run_dir / CV_FILE
-    _clear(run_dir, loop.claim_run_folder(state_path, lambda: _cv_files(run_dir), resume=resume,
+    _clear(run_dir, claim_run_folder(state_path, lambda: _cv_files(run_dir), resume=resume,
                                      overwrite=overwrite))
 
     if not config.data:
@@ -134,14 +138,14 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
         assignment = fold_subjects(rows, config.folds, seed=config.seed)
     except ValueError as exc:
         raise TrainingError(f"{config.data}: {exc}") from None
-    fingerprint = loop.data_fingerprint(rows)
+    fingerprint = data_fingerprint(rows)
     # Photos for training only (e.g. renders) join every fold's training rows; checked here,
     # before any fold trains, for persons that are also in `data`.
-    extra = loop.read_train_extra(config, rows)
+    extra = read_train_extra(config, rows)
     state = {"folds": config.folds, "seed": config.seed, "data": config.data,
              "data_fingerprint": fingerprint, "subjects": assignment,
              "train_extra": config.train_extra or None,
-             "train_extra_fingerprint": loop.data_fingerprint(extra) if extra else None,
+             "train_extra_fingerprint": data_fingerprint(extra) if extra else None,
              "done": [], "fold_seconds": {}, "finished": False}
     if resume:
         saved = json.loads(state_path.read_text())
@@ -169,8 +173,8 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
                                           val=str(val_csv), out=str(_fold_dir(run_dir, fold)))
         fold_resume = resume and (_fold_dir(run_dir, fold) / "resume.safetensors").is_file()
         start = time.perf_counter()
-        loop.fit(fold_config, resume=fold_resume, overwrite=not fold_resume,
-            log=lambda message, n=fold: log(f"[fold {n + 1}/{config.folds}] {message}"))
+        trainer.fit(fold_config, resume=fold_resume, overwrite=not fold_resume,
+                    log=lambda message, n=fold: log(f"[fold {n + 1}/{config.folds}] {message}"))
         state["done"] = sorted(set(state["done"]) | {fold})
         state["fold_seconds"][str(fold + 1)] = round(time.perf_counter() - start, 1)
         _write_json(state_path, state)
@@ -189,8 +193,8 @@ def _oof_predictions(run_dir: Path, rows: Sequence[Any], assignment: dict[str, i
     parts, models, metas = [], [], []
     for fold in range(folds):
         where = np.array([i for i, r in enumerate(rows) if assignment[r.subject] == fold])
-        preds, model, meta = loop.run_outputs(_fold_dir(run_dir, fold), [rows[i] for i in where],
-                                              device=device)
+        preds, model, meta = run_outputs(_fold_dir(run_dir, fold), [rows[i] for i in where],
+                                         device=device)
         preds.index = where[preds.index]
         parts.append(preds)
         models.append(model.cpu())
@@ -222,12 +226,12 @@ def out_of_fold(run_dir: str | os.PathLike, *, device: str = "cpu"
                             f"{CV_FILE}); train it with --folds, or resume it")
     config = load_config(run_dir / "config.yaml")
     rows = read_manifest(config.data)
-    if loop.data_fingerprint(rows) != state["data_fingerprint"]:
+    if data_fingerprint(rows) != state["data_fingerprint"]:
         raise TrainingError(f"{config.data}: the manifest changed since {run_dir} was trained")
     preds, _, _ = _oof_predictions(run_dir, rows, state["subjects"], state["folds"],
                                    torch.device(device))
     preds = preds.take(np.argsort(preds.index, kind="stable"))  # manifest order
-    return preds, loop.run_calibration(json.loads((run_dir / "model.json").read_text()))
+    return preds, run_calibration(json.loads((run_dir / "model.json").read_text()))
 
 
 def _fold_summary(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -248,20 +252,20 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
                assignment: dict[str, int], *, fingerprint: str,
                log: Callable[[str], None]) -> None:
     """Out-of-fold metrics, the ensemble and its calibration."""
-    device = loop._resolve_device(config.device, loop._Dist())
+    device = resolve_device(config.device, DistInfo())
     oof, models, metas = _oof_predictions(run_dir, rows, assignment, config.folds, device)
     # The ensemble is calibrated on the out-of-fold outputs: every photo of `data`,
     # each predicted by a member that never saw its person.
     calibration = fit_calibration(oof) if config.calibrate else None
-    kwargs = loop.calibrated(calibration, config.stage_view_weights)
+    kwargs = calibrated(calibration, config.stage_view_weights)
     metrics = compute_metrics(oof, **kwargs, ci_draws=1000)
     metrics.get("stage_person", {}).pop("persons", None)
-    views = loop._column_values(rows, "view")
+    views = column_values(rows, "view")
     by_view = metrics_by(oof, "view", [views[i] for i in oof.index], **kwargs)
     folds = _fold_summary(metas)
     out = run_dir / OOF_DIR
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "metrics.json", loop._json_safe({
+    _write_json(out / "metrics.json", json_safe({
         "folds": config.folds, "photos": len(oof), "persons": len(set(oof.subjects)),
         "calibration": "fitted on these out-of-fold outputs (the ensemble's)",
         "metrics": metrics, "by": {"view": by_view}, "per_fold": folds,
@@ -269,9 +273,9 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
     plot_all(oof, out, temperature=kwargs["temperature"], stage_offsets=kwargs["stage_offsets"])
 
     ensemble = ensemble_of(models)
-    meta = loop._meta(config, ensemble, metas[0]["mean"], metas[0]["std"],
-                      fingerprint=fingerprint, calibration=calibration,
-                      metrics={"oof": metrics, "per_fold": folds}, epoch=None)
+    meta = trainer.run_meta(config, ensemble, metas[0]["mean"], metas[0]["std"],
+                            fingerprint=fingerprint, calibration=calibration,
+                            metrics={"oof": metrics, "per_fold": folds}, epoch=None)
     meta["fold_epochs"] = [m.get("epoch") for m in metas]
     save_checkpoint(run_dir, ensemble, meta, name="model")
     stage, person = metrics.get("stage", {}), metrics.get("stage_person", {})
