@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit as _sigmoid
 
 from scalpscan.data.synth.subject import Subject
 from scalpscan.data.vocab import condition_bit, zone_bit
@@ -40,10 +41,6 @@ _LUDWIG = {
     2: (0.2, 0.7, 0.45, 0.55),
     3: (0.32, 0.85, 0.6, 0.7),
 }
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
 
 
 def _unit(lateral: float, sagittal: float) -> np.ndarray:
