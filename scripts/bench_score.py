@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = "<!-- bench_score -->"
-END_MARKER = "<!-- /bench_score -->"
+#: This script's section of BENCHMARKS.md (`scripts.benchmarks`).
+SECTION = "bench_score"
 
 __all__ = ["main"]
 
@@ -173,22 +173,6 @@ def _peak_memory(run: Path, photos: Path, out: Path, workers: int) -> tuple[floa
     return peak_tree / 1024, peak_main / 1024, seconds
 
 
-def _write_section(text: str, path: Path) -> None:
-    """Replace (or append) this script's section of BENCHMARKS.md, atomically."""
-    block = f"{MARKER}\n{text.rstrip()}\n\n{END_MARKER}\n"
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = old.find(MARKER)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + block
-    else:
-        end = old.find(END_MARKER, start)
-        stop = end + len(END_MARKER) if end >= 0 else len(old)
-        new = old[:start] + block + old[stop:].lstrip("\n")
-    from scalpscan.data.files import write_text_atomic
-
-    write_text_atomic(path, new)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print and record the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -277,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         growth = memory[-1][1] / memory[0][1] - 1
         lines.append(f"\n{memory[-1][0]:,} vs {memory[0][0]:,} photos: {growth:+.1%} peak memory.")
     text = "\n".join(lines)
-    _write_section(text, args.out)
+    from scalpscan.scripts.benchmarks import write_section
+
+    write_section(args.out, SECTION, text.rstrip() + "\n")
     print(f"\nwrote the figures to {args.out}")
     return 0
 

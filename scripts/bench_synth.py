@@ -2,7 +2,7 @@
 
 Renders a data set with one worker and with two (files, masks and manifest included, the
 contact sheet left out), prints the figures and replaces its own section of BENCHMARKS.md,
-between ``<!-- bench_synth -->`` and ``<!-- /bench_synth -->`` (appended when missing).
+between ``<!-- bench_synth -->`` and ``<!-- /bench_synth -->`` (`scripts.benchmarks`).
 
     python -m scalpscan.scripts.bench_synth                 # 300 photos per run, writes BENCHMARKS.md
     python -m scalpscan.scripts.bench_synth --n 100 --no-write
@@ -13,18 +13,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["measure", "markdown_section", "update_benchmarks", "main"]
+from scalpscan.scripts.benchmarks import BENCHMARKS, write_section
 
-START_MARKER = "<!-- bench_synth -->"
-END_MARKER = "<!-- /bench_synth -->"
-_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["SECTION", "measure", "markdown_section", "main"]
+
+#: This script's section of BENCHMARKS.md (`scripts.benchmarks`).
+SECTION = "bench_synth"
 
 
 def _cpu_seconds() -> float:
@@ -53,7 +53,6 @@ def markdown_section(
 ) -> str:
     """The BENCHMARKS.md section for ``results`` = [(workers, photos, wall s, CPU s)]."""
     lines = [
-        START_MARKER,
         "## Synthetic renderer (`scalpscan synth`)",
         "",
         f"Photos rendered and written (JPEG photo, two PNG masks, manifest) at {size} px.",
@@ -66,21 +65,8 @@ def markdown_section(
     ]
     for workers, n, wall, cpu in results:
         lines.append(f"| {workers} | {n} | {wall:.2f} | {n / wall:.1f} | {cpu:.2f} | {n / cpu:.1f} |")
-    lines += ["", END_MARKER]
+    lines.append("")
     return "\n".join(lines)
-
-
-def update_benchmarks(path: Path, section: str) -> None:
-    """Replace the section between the markers in ``path`` (append it when missing)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(START_MARKER) + r".*?" + re.escape(END_MARKER), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    from scalpscan.data.files import write_text_atomic
-
-    write_text_atomic(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="picture side (default 256)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time (default 1 2)")
     parser.add_argument("--machine", default=None, help="machine description for the table (default: from the OS)")
-    parser.add_argument("--benchmarks", type=Path, default=_ROOT / "BENCHMARKS.md", help="file to update")
+    parser.add_argument("--benchmarks", type=Path, default=BENCHMARKS, help="file to update")
     parser.add_argument("--no-write", action="store_true", help="only print the figures")
     args = parser.parse_args(argv)
     if args.n < 1 or args.size < 32 or min(args.workers) < 1:
@@ -110,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     section = markdown_section(results, args.size, machine, command)
     if not args.no_write:
-        update_benchmarks(args.benchmarks, section)
+        write_section(args.benchmarks, SECTION, section)
         print(f"updated {args.benchmarks}")
     return 0
 

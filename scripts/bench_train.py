@@ -1,11 +1,15 @@
 """Training benchmarks: real photos (persons never seen vs mixed), synthetic, synthetic to
 real, and training throughput against a bare forward+backward.
 
-Each mode trains with the normal pipeline (`training.loop.fit`), evaluates with
-`training.loop.evaluate_run`, and stores its figures in ``local/bench/train/<mode>.json``;
-every run then rewrites the ``bench_train`` section of ``BENCHMARKS.md`` (and
-``--notes FILE`` when given) from all stored results, with the command that reproduces
-each line.
+Each mode trains with the normal pipeline (`training.trainer.fit`) from a recipe file of
+``training/recipes/`` (the same file ``scalpscan train --recipe NAME`` reads), evaluates
+with `training.evaluation.evaluate_run`, and stores its figures in
+``local/bench/train/<mode>.json``; every run then rewrites the ``bench_train`` section of
+``BENCHMARKS.md`` (`scripts.benchmarks`; and ``--notes FILE``, inside the repository,
+when given) from all stored results, with the command that reproduces each line.
+
+Recipes: ``real`` (real, mixed), ``synth`` (synth), ``synth2real`` (the comparison runs of
+synth2real) and ``cv`` (cv).
 
 Examples::
 
@@ -18,14 +22,14 @@ Examples::
     python -m scalpscan.scripts.bench_train cv            # 5-fold CV on Norwood train: out-of-fold + ensemble -> valid
 
 The real data is read from ``local/norwood/{train,valid}/manifest.csv`` (written by
-``scalpscan import``); photos are pre-resized once into ``local/cache/`` so that CPU
-epochs are not spent decoding 640 px JPEGs.
+``scalpscan import``); photos are pre-resized once into ``local/cache/``
+(`data.resize.cached_manifest`, as ``scalpscan train --cache local/cache`` does) so that
+CPU epochs are not spent decoding 640 px JPEGs.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from scalpscan.data.vocab import TTA_MODES
+from scalpscan.scripts.benchmarks import inside_repository, read_section, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "local"
@@ -47,32 +52,6 @@ RESULTS = LOCAL / "bench" / "train"
 CACHE = LOCAL / "cache"
 NORWOOD = LOCAL / "norwood"
 MARKER = "bench_train"
-
-# The recipe for the real photos, fixed before looking at `valid` (no tuning on it).
-REAL_RECIPE: dict[str, Any] = {
-    "backbone": "efficientnet_lite0",
-    "pretrained": True,
-    "image_size": 224,
-    "batch_size": 32,
-    "epochs": 12,
-    "lr": 1e-3,
-    "backbone_lr_scale": 1.0,
-    "weight_decay": 0.05,
-    "warmup_epochs": 1.0,
-    "rotate90_p": 0.5,  # the export holds sideways copies of each photo
-    "loss_weights": {"conditions": 0.0, "stage": 1.0, "view": 0.3, "zones": 0.0, "hairloss": 0.0},
-    "stage_view_weights": {"front": 2.0, "top": 2.0, "back": 0.5, "left": 0.5, "right": 0.5},
-    # A first recipe (backbone LR x0.3, early stopping on val_loss_stage, patience 4) stopped
-    # at epoch 7 of 12 while the training loss was still high; the validation loss of 16
-    # persons is too noisy to stop on. So: the full cosine schedule, best epoch by QWK.
-    # Since then: 224 px (the backbone's native side) and 12 epochs, plus renders (below);
-    # the other recipes tried are in RECIPE_NOTES and BENCHMARKS.md.
-    "monitor": "val_stage_qwk",
-    "patience": 0,
-    "val_fraction": 0.2,
-    "threads": 1,
-    "progress": False,
-}
 
 # Renders added to the real training photos by `real` (--renders overrides; 0 = none): on
 # the train-internal split they raised QWK and lowered MAE (BENCHMARKS.md).
@@ -105,27 +84,19 @@ RECIPE_VERDICT = (
     "second seed of v4 moved valid per-person accuracy from 0.71 to 0.59 (two persons), "
     "which is the size of the noise.")
 
-# The renders: a small backbone a 2-core CPU can train in minutes (see BENCHMARKS.md).
-SYNTH_RECIPE: dict[str, Any] = {
-    "backbone": "tiny",
-    "pretrained": False,
-    "image_size": 128,
-    "batch_size": 32,
-    "epochs": 30,
-    "lr": 3e-3,
-    "weight_decay": 0.01,
-    "warmup_epochs": 1.0,
-    "rotate90_p": 0.5,  # the renderer turns half of its photos sideways, like phones do
-    "monitor": "val_loss",
-    "patience": 6,
-    "threads": 1,
-    "progress": False,
-}
-
-
 def _command() -> str:
-    """The command that reproduces a result (without flags that only steer the report)."""
-    words = [a for a in sys.argv[1:] if a != "--replace-section"]
+    """The command that reproduces a result (without flags that only steer the report:
+    --replace-section, --notes FILE)."""
+    words, skip = [], False
+    for word in sys.argv[1:]:
+        if skip or word == "--replace-section":
+            skip = False
+            continue
+        if word == "--notes":
+            skip = True
+            continue
+        if not word.startswith("--notes="):
+            words.append(word)
     return "python -m scalpscan.scripts.bench_train " + " ".join(shlex.quote(a) for a in words)
 
 
@@ -139,45 +110,16 @@ def _machine() -> str:
 # --- data preparation ----------------------------------------------------------------------
 
 
-def cache_resized(manifest: Path, side: int, out_dir: Path) -> Path:
-    """Copy a manifest's photos, reduced so the longest side is ``side``, into ``out_dir``.
-
-    Returns the new manifest (same labels and extra columns). Photos already cached are
-    kept, so a second call costs nothing.
-    """
-    from PIL import Image
-
-    from scalpscan.data.decode import load_image
-    from scalpscan.data.files import atomic_write
-    from scalpscan.data.manifest import read_manifest, write_manifest
-
-    out_manifest = out_dir / "manifest.csv"
-    if out_manifest.is_file():
-        return out_manifest
-    rows = read_manifest(manifest)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    new_rows = []
-    for i, row in enumerate(rows):
-        target = out_dir / "images" / f"{i:05d}_{Path(row.image).stem[:40]}.jpg"
-        if not target.is_file():
-            image = Image.fromarray(load_image(row.image))
-            image.thumbnail((side, side), Image.Resampling.LANCZOS)
-            atomic_write(target, lambda tmp: image.save(tmp, format="JPEG", quality=95))
-        if row.zone_mask or row.loss_mask:
-            raise SystemExit(f"{manifest}: cache_resized handles photos without masks only")
-        new_rows.append(dataclasses.replace(row, image=target))
-    write_manifest(new_rows, out_manifest)
-    return out_manifest
-
-
 def _real_manifests(side: int) -> tuple[Path, Path]:
     for part in ("train", "valid"):
         if not (NORWOOD / part / "manifest.csv").is_file():
             raise SystemExit(f"{NORWOOD / part / 'manifest.csv'} is missing; import the data set "
                              "first: scalpscan import roboflow ../shared/datasets/hairloss-norwood/"
                              f"{part} --out local/norwood/{part}")
-    return (cache_resized(NORWOOD / "train" / "manifest.csv", side, CACHE / f"norwood{side}" / "train"),
-            cache_resized(NORWOOD / "valid" / "manifest.csv", side, CACHE / f"norwood{side}" / "valid"))
+    from scalpscan.data.resize import cached_manifest
+
+    return tuple(cached_manifest(NORWOOD / part / "manifest.csv", CACHE, side)
+                 for part in ("train", "valid"))
 
 
 def _renderer_version() -> str:
@@ -224,15 +166,19 @@ def _write_rows(rows: list, path: Path) -> Path:
 # --- training and evaluation ---------------------------------------------------------------
 
 
-def _recipe_config(recipe: dict[str, Any], overrides: list[str], **values: Any) -> Any:
-    """A training config from a recipe (nested keys become dotted overrides), ``values``
-    and then the ``--set`` overrides."""
-    from scalpscan.training.config import apply_overrides, load_config
+def _recipe(name: str) -> dict[str, Any]:
+    """The keys recipe ``name`` (``training/recipes/NAME.yaml``) sets, for the report."""
+    from scalpscan.training.config import read_recipe
 
-    plain = {k: v for k, v in recipe.items() if not isinstance(v, dict)}
-    dotted = [f"{key}.{k}={v}" for key, d in recipe.items() if isinstance(d, dict)
-              for k, v in d.items()]
-    return apply_overrides(load_config(None, **plain, **values), dotted + overrides)
+    return read_recipe(name)
+
+
+def _recipe_config(recipe: str, overrides: list[str], **values: Any) -> Any:
+    """A training config as ``scalpscan train --recipe RECIPE`` resolves it: the recipe
+    file, then ``values`` (None = the recipe's), then the ``--set`` overrides."""
+    from scalpscan.training.config import load_config
+
+    return load_config(None, recipe=recipe, overrides=overrides, progress=False, **values)
 
 
 def _renders(n: int, size: int) -> Path:
@@ -240,13 +186,14 @@ def _renders(n: int, size: int) -> Path:
     return _render(CACHE / f"synth_train_{n}_{size}", n, 1000, size)
 
 
-def _train(name: str, recipe: dict[str, Any], data: Path, val: Path | None,
-           overrides: list[str], train_extra: Path | None = None) -> tuple[Path, float]:
-    from scalpscan.training.loop import fit
+def _train(name: str, recipe: str, data: Path, val: Path | None, overrides: list[str],
+           train_extra: Path | None = None, **values: Any) -> tuple[Path, float]:
+    from scalpscan.training.trainer import fit
 
     out = RESULTS / "runs" / name
     config = _recipe_config(recipe, overrides, data=str(data), val=str(val) if val else "",
-                            out=str(out), train_extra=str(train_extra) if train_extra else "")
+                            out=str(out), train_extra=str(train_extra) if train_extra else "",
+                            **values)
     start = time.perf_counter()
     fit(config, overwrite=True, log=lambda m: print(f"[{name}] {m}", flush=True))
     return out, time.perf_counter() - start
@@ -254,7 +201,7 @@ def _train(name: str, recipe: dict[str, Any], data: Path, val: Path | None,
 
 def _evaluate(run: Path, manifest: Path, out: Path | None, by: tuple[str, ...] = (),
               tta: bool | str | None = None) -> dict[str, Any]:
-    from scalpscan.training.loop import evaluate_run
+    from scalpscan.training.evaluation import evaluate_run
 
     return evaluate_run(run, manifest, out_dir=out, by=by, batch_size=32, tta=tta)["metrics"]
 
@@ -320,11 +267,12 @@ def run_real(args: argparse.Namespace) -> None:
     render_size = args.synth_size if args.synth_size_given else REAL_RENDER_SIZE
     # The renders only ever train (train_extra): the best epoch and the calibration rest on
     # the subject-grouped split of the real photos, the same persons as without renders.
-    run, seconds = _train(name, REAL_RECIPE, train, None, args.set,
+    run, seconds = _train(name, "real", train, None, args.set,
                           train_extra=_renders(renders, render_size) if renders else None)
     metrics = _evaluate(run, valid, run / "eval_valid", by=("view",))
     _save(name, {"title": "Real photos, persons never seen (Norwood train -> valid)",
-                   "recipe": {**REAL_RECIPE, **_overrides(args.set)},
+                   "recipe_file": "training/recipes/real.yaml",
+                   "recipe": {**_recipe("real"), **_overrides(args.set)},
                    "renders": renders, "render_size": render_size if renders else None,
                    "epochs_run": _epochs_run(run), "train_seconds": seconds,
                    "test": _headline(metrics), "run": str(run.relative_to(REPO))})
@@ -337,7 +285,7 @@ def _recalibrate(name: str, test: Path) -> None:
     The stored command stays the training command: with the current code it trains and
     calibrates the same way.
     """
-    from scalpscan.training.loop import recalibrate_run
+    from scalpscan.training.evaluation import recalibrate_run
 
     stored_path = RESULTS / f"{name}.json"
     if not stored_path.is_file():
@@ -388,10 +336,6 @@ def run_reeval(args: argparse.Namespace) -> None:
         _store(name, stored)
 
 
-# The cross-validation recipe: the real recipe at 160 px for 10 epochs without renders (on
-# the train-internal split as good as 224 px, at about a third of the CPU time), so that
-# K fold models fit in one CPU session.
-CV_RECIPE: dict[str, Any] = {**REAL_RECIPE, "image_size": 160, "epochs": 10, "threads": 2}
 CV_MARKER = "bench_train_cv"
 
 
@@ -409,7 +353,7 @@ def run_cv(args: argparse.Namespace) -> None:
     # Renders join every fold's training photos (train_extra) and nothing else: the folds,
     # the out-of-fold figures and the calibration are the real persons' alone, so a run
     # with renders pairs up fold by fold with one without.
-    config = _recipe_config(CV_RECIPE, args.set, data=str(train), out=str(out),
+    config = _recipe_config("cv", args.set, data=str(train), out=str(out),
                             folds=args.folds,
                             train_extra=str(_renders(renders, render_size)) if renders else "")
     state = out / "cv.json"
@@ -430,7 +374,8 @@ def run_cv(args: argparse.Namespace) -> None:
     tta = {mode: _headline(_evaluate(out, valid, None, tta=mode)) for mode in args.tta_modes}
     paired = {base: _paired(RESULTS / "runs" / base, out, valid) for base in args.pair_with}
     _store(name, {"title": f"{args.folds}-fold cross-validation on Norwood train",
-                  "recipe": {**CV_RECIPE, **_overrides(args.set)}, "folds": args.folds,
+                  "recipe_file": "training/recipes/cv.yaml",
+                  "recipe": {**_recipe("cv"), **_overrides(args.set)}, "folds": args.folds,
                   "renders": renders, "render_size": render_size if renders else None,
                   "oof": {**_headline(oof["metrics"]), "persons": oof["persons"]},
                   "per_fold": oof["per_fold"], "members": members, "ensemble": ensemble,
@@ -441,23 +386,18 @@ def run_cv(args: argparse.Namespace) -> None:
 
 
 def _paired(base: Path, run: Path, valid: Path) -> dict[str, Any]:
-    """``run`` (B) against the cross-validation ``base`` (A) on the same folds: B - A with
-    paired person-bootstrap intervals, out of fold (every train person, each predicted by
-    the fold model that never saw them; each run's own ensemble calibration) and for the
-    two ensembles on valid."""
-    from scalpscan.training.crossval import CV_FILE, out_of_fold
-    from scalpscan.training.loop import compare_runs
-    from scalpscan.training.metrics import compare_predictions
+    """``run`` (B) against the cross-validation ``base`` (A) on the same folds
+    (`training.evaluation.compare_cross_validations`, as ``scalpscan evaluate --model BASE
+    --compare RUN --out-of-fold --data VALID`` runs it): B - A out of fold and for the two
+    ensembles on valid."""
+    from scalpscan.training.errors import TrainingError
+    from scalpscan.training.evaluation import compare_cross_validations
 
-    folds = [json.loads((r / CV_FILE).read_text())["subjects"] for r in (base, run)]
-    if folds[0] != folds[1]:
-        raise SystemExit(f"--pair-with {base.name}: its folds are not this run's; pair runs "
-                         "with the same data, fold count and seed")
-    (preds_a, calibration_a), (preds_b, calibration_b) = out_of_fold(base), out_of_fold(run)
-    oof = compare_predictions(preds_a, preds_b, calibration_a=calibration_a,
-                              calibration_b=calibration_b, draws=1000)
-    return {"oof": oof["difference"],
-            "valid": compare_runs(base, run, valid, ci_draws=1000)["difference"]}
+    try:
+        result = compare_cross_validations(base, run, valid, ci_draws=1000)
+    except TrainingError as exc:
+        raise SystemExit(f"--pair-with {base.name}: {exc}") from None
+    return {"oof": result["difference"], "valid": result["on_data"]["difference"]}
 
 
 def _paired_rows(name: str, paired: dict[str, Any]) -> list[str]:
@@ -486,10 +426,18 @@ def _paired_rows(name: str, paired: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: Keys a cross-validation's header shows anyway, or that do not change the figures.
+_CV_SHOWN = ("image_size", "epochs", "folds", "threads", "progress")
+
+
 def render_cv_report() -> str:
     """Markdown for the stored cross-validation results (the `bench_train_cv` section)."""
+    from scalpscan.training.config import TrainConfig, config_to_dict
+
     stored = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("cv*.json"))]
-    lines = ["## Cross-validation and fold ensembles (`scalpscan train --folds`)", ""]
+    # A header names what a run changed from the cv recipe (settings of the machine aside).
+    cv_recipe, defaults = _recipe("cv"), config_to_dict(TrainConfig())
+    lines = ["## Cross-validation and fold ensembles (`scalpscan train --recipe cv`)", ""]
     cols = ("stage_accuracy", "stage_mae", "stage_qwk", "stage_ece", "stage_ece_floor",
             "person_accuracy", "person_mae", "person_qwk", "view_accuracy")
     header = ("| what | photos | persons | acc | MAE | QWK | ECE | ECE floor | person acc "
@@ -511,7 +459,7 @@ def render_cv_report() -> str:
             + (f"{r['renders']} renders ({r['render_size']} px) in every fold's training photos"
                if r.get("renders") else "no renders")
             + "".join(f", {k}={v}" for k, v in rec.items()
-                      if k not in ("image_size", "epochs") and CV_RECIPE.get(k) != v)
+                      if k not in _CV_SHOWN and cv_recipe.get(k, defaults.get(k)) != v)
             + f"; {r['train_seconds'] / 60:.0f} min "
             f"for all {r['folds']} folds on {r['machine']}. Command: `{r['command']}`.", "",
             header, "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -552,22 +500,6 @@ def render_cv_report() -> str:
     return "\n".join(lines)
 
 
-def write_section(marker: str, text: str) -> None:
-    """Replace (or append) the ``marker`` section of BENCHMARKS.md."""
-    from scalpscan.data.files import write_text_atomic
-
-    target = REPO / "BENCHMARKS.md"
-    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
-    current = target.read_text() if target.is_file() else "# Benchmarks\n"
-    block = f"{start}\n{text}\n{end}"
-    if start in current and end in current:
-        before, rest = current.split(start, 1)
-        updated = before + block + rest.split(end, 1)[1]
-    else:
-        updated = current.rstrip("\n") + "\n\n" + block + "\n"
-    write_text_atomic(target, updated)
-
-
 def run_mixed(args: argparse.Namespace) -> None:
     """The same recipe with persons mixed: a random photo split of train+valid."""
     from scalpscan.data.manifest import read_manifest
@@ -578,7 +510,7 @@ def run_mixed(args: argparse.Namespace) -> None:
     rng.shuffle(rows)
     n_test = len(read_manifest(valid))
     test, rest = rows[:n_test], rows[n_test:]
-    n_val = round(len(rest) * REAL_RECIPE["val_fraction"])
+    n_val = round(len(rest) * _recipe_config("real", []).val_fraction)
     folder = CACHE / f"mixed{args.cache_side}_seed{args.seed}"
     paths = {name: _write_rows(part, folder / f"{name}.csv")
              for name, part in (("test", test), ("val", rest[:n_val]), ("train", rest[n_val:]))}
@@ -588,12 +520,13 @@ def run_mixed(args: argparse.Namespace) -> None:
     renders = REAL_RENDERS if args.renders is None else args.renders
     render_size = args.synth_size if args.synth_size_given else REAL_RENDER_SIZE
     # The same recipe as `real`: renders join the training photos only.
-    run, seconds = _train("mixed", REAL_RECIPE, paths["train"], paths["val"], args.set,
+    run, seconds = _train("mixed", "real", paths["train"], paths["val"], args.set,
                           train_extra=_renders(renders, render_size) if renders else None)
     metrics = _evaluate(run, paths["test"], run / "eval_test", by=("view",))
     shared = len({r.subject for r in test} & {r.subject for r in rest})
     _save("mixed", {"title": "Real photos, persons mixed across splits (random photo split)",
-                    "recipe": {**REAL_RECIPE, **_overrides(args.set)}, "renders": renders,
+                    "recipe_file": "training/recipes/real.yaml",
+                    "recipe": {**_recipe("real"), **_overrides(args.set)}, "renders": renders,
                     "render_size": render_size if renders else None,
                     "epochs_run": _epochs_run(run), "train_seconds": seconds,
                     "test": _headline(metrics), "test_subjects_also_in_train": shared,
@@ -606,11 +539,12 @@ def run_synth(args: argparse.Namespace) -> None:
     renderer = _renderer_version()
     train = _render(CACHE / f"synth_train_{args.n_train}_{size}", args.n_train, 1000, size)
     test = _render(CACHE / f"synth_test_{args.n_test}_{size}", args.n_test, 9000, size)
-    recipe = {**SYNTH_RECIPE, "image_size": args.image_size or SYNTH_RECIPE["image_size"]}
+    recipe = {**_recipe("synth"), **({"image_size": args.image_size} if args.image_size else {})}
     name = f"synth{args.tag}"
-    run, seconds = _train(name, recipe, train, None, args.set)
+    run, seconds = _train(name, "synth", train, None, args.set, image_size=args.image_size)
     metrics = _evaluate(run, test, run / "eval_test", by=("skin_tone", "hair_colour", "sex"))
     result = {"title": f"Synthetic: {args.n_train} renders -> {args.n_test} renders of other seeds",
+              "recipe_file": "training/recipes/synth.yaml",
               "recipe": {**recipe, **_overrides(args.set)},
               "epochs_run": _epochs_run(run), "train_seconds": seconds, "renderer": renderer,
               "dice": "batch", "mask_resolution": _run_config(run).get("mask_resolution"),
@@ -649,19 +583,19 @@ def run_synth2real(args: argparse.Namespace) -> None:
     render_rows = read_manifest(renders)[: args.n_renders]
     # The renders only train (train_extra): both runs validate on the same real persons.
     extra = _write_rows(render_rows, CACHE / f"renders{args.n_renders}_{size}" / "train.csv")
-    heads = {"conditions": 1.0, "stage": 1.0, "view": 0.3, "zones": 1.0, "hairloss": 1.0}
-    recipe = {**REAL_RECIPE, "image_size": args.image_size or 128, "epochs": args.epochs or 6,
-              "loss_weights": heads}
+    given = {k: v for k, v in (("image_size", args.image_size), ("epochs", args.epochs)) if v}
+    recipe = {**_recipe("synth2real"), **given}
     results = {}
     for name, train_extra in (("real_alone", None), ("renders_plus_real", extra)):
-        run, seconds = _train(f"s2r_{name}", recipe, train_real, None, args.set,
-                              train_extra=train_extra)
+        run, seconds = _train(f"s2r_{name}", "synth2real", train_real, None, args.set,
+                              train_extra=train_extra, **given)
         results[name] = {"test": _headline(_evaluate(run, valid, run / "eval_real_valid",
                                                      by=("view",))),
                          "train_seconds": seconds, "epochs_run": _epochs_run(run)}
     _save(f"synth2real{args.tag}", {
         "title": "Synthetic to real (tested on Norwood valid)",
         "renders_only": {"test": _headline(alone), "run": str(synth_run.relative_to(REPO))},
+        "recipe_file": "training/recipes/synth2real.yaml",
         "recipe": {k: v for k, v in recipe.items() if k != "loss_weights"},
         "n_renders": len(render_rows), **results,
     })
@@ -690,9 +624,12 @@ def run_throughput(args: argparse.Namespace) -> None:
     import torch
 
     from scalpscan.data.manifest import read_manifest
-    from scalpscan.training import loop
     from scalpscan.training.config import load_config
+    from scalpscan.training.datasets import make_datasets, make_loader
+    from scalpscan.training.engine import train_one_epoch
     from scalpscan.training.losses import MultiTaskLoss
+    from scalpscan.training.optimizer import build_optimizer, build_scheduler
+    from scalpscan.training.trainer import build_model, model_norm
 
     torch.set_num_threads(args.threads)
     train, _ = _real_manifests(args.cache_side)
@@ -701,18 +638,18 @@ def run_throughput(args: argparse.Namespace) -> None:
     for backbone, size in ((args.backbone, args.image_size or 192),):
         config = load_config(None, data=str(train), backbone=backbone, image_size=size,
                              batch_size=args.batch_size, pretrained=False, rotate90_p=0.5)
-        model = loop._build_model(config)
-        mean, std = loop._model_norm(model)
-        dataset, _ = loop._make_datasets(config, rows, rows[:1], mean, std)
+        model = build_model(config)
+        mean, std = model_norm(model)
+        dataset, _ = make_datasets(config, rows, rows[:1], mean, std)
         loss_fn = MultiTaskLoss()
-        optimizer = loop.build_optimizer(model, lr=1e-4, weight_decay=0.0)
-        scheduler = loop.build_scheduler(optimizer, warmup_steps=0, total_steps=10**6,
-                                         min_lr_ratio=1.0)
-        loader = loop.make_loader(dataset, batch_size=args.batch_size, train=True, seed=0)
-        loop.train_one_epoch(model, loader, loss_fn, optimizer, scheduler,
-                             device=torch.device("cpu"))  # warm-up pass
-        stats = loop.train_one_epoch(model, loader, loss_fn, optimizer, scheduler,
-                                     device=torch.device("cpu"))
+        optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.0)
+        scheduler = build_scheduler(optimizer, warmup_steps=0, total_steps=10**6,
+                                    min_lr_ratio=1.0)
+        loader = make_loader(dataset, batch_size=args.batch_size, train=True, seed=0)
+        train_one_epoch(model, loader, loss_fn, optimizer, scheduler,
+                        device=torch.device("cpu"))  # warm-up pass
+        stats = train_one_epoch(model, loader, loss_fn, optimizer, scheduler,
+                                device=torch.device("cpu"))
         pipeline = stats["photos"] / stats["seconds"]
         batch = next(iter(loader))
         model.train()
@@ -980,12 +917,12 @@ def _section_results(marker: str = MARKER) -> set[str]:
     return {p.stem for p in RESULTS.glob("*.json") if p.name.startswith("cv") == cv}
 
 
-def _results_shown(markdown: str, marker: str) -> set[str] | None:
-    """The result names a written ``marker`` section lists (None: it lists none)."""
-    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
-    if start not in markdown or end not in markdown:
+def _results_shown(path: Path, marker: str) -> set[str] | None:
+    """The result names a written ``marker`` section of ``path`` lists (empty: there is no
+    such section yet; None: it lists none)."""
+    section = read_section(path, marker)
+    if section is None:
         return set()
-    section = markdown.split(start, 1)[1].split(end, 1)[0]
     match = re.search(r"<!-- results: ([^>]*?) ?-->", section)
     return set(match.group(1).split()) if match else None
 
@@ -1002,7 +939,7 @@ def publish_section(marker: str, text: str, *, replace: bool = False) -> bool:
     from scalpscan.data.files import write_text_atomic
 
     target = REPO / "BENCHMARKS.md"
-    shown = _results_shown(target.read_text() if target.is_file() else "", marker)
+    shown = _results_shown(target, marker)
     missing = None if shown is None else sorted(shown - _section_results(marker))
     text += f"\n<!-- results: {' '.join(sorted(_section_results(marker)))} -->"
     if (shown is None or missing) and not replace:
@@ -1015,7 +952,7 @@ def publish_section(marker: str, text: str, *, replace: bool = False) -> bool:
               f"rebuild would drop. The rebuilt section is in {aside}; merge it by hand, or "
               "pass --replace-section to replace the section with it", flush=True)
         return False
-    write_section(marker, text)
+    write_section(target, marker, text)
     return True
 
 
@@ -1065,11 +1002,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="cv: also compare with these stored cross-validations on the "
                              "same folds (e.g. cv5): B - A with paired person-bootstrap "
                              "intervals, out of fold and on valid")
-    parser.add_argument("--notes", type=Path, help="also write the section to this Markdown file")
+    parser.add_argument("--notes", type=Path,
+                        help="also write the section to this Markdown file (inside the "
+                             "repository; never part of a recorded command)")
     parser.add_argument("--replace-section", action="store_true",
                         help="rebuild the training section of BENCHMARKS.md from the stored "
                              "results even if that drops rows whose results are not stored here")
     args = parser.parse_args(argv)
+    if args.notes is not None and not inside_repository(args.notes, REPO):
+        parser.error(f"--notes {args.notes}: outside the repository; a benchmark writes only "
+                     "files of the repository (e.g. --notes local/bench/notes.md)")
     args.synth_size_given = any(a.startswith("--synth-size") for a in (argv or sys.argv[1:]))
     sys.path.insert(0, str(REPO))
     modes = {"real": run_real, "mixed": run_mixed, "synth": run_synth,

@@ -61,3 +61,35 @@ def test_a_section_that_lists_no_results_is_not_rebuilt_unasked(bench: Path) -> 
     (bench / "BENCHMARKS.md").write_text("<!-- bench_train -->\nold rows\n<!-- /bench_train -->\n")
     assert not bench_train.publish_section(bench_train.MARKER, "new rows")
     assert "old rows" in (bench / "BENCHMARKS.md").read_text()
+
+
+# --- the one section writer of the three benchmark scripts --------------------------------
+
+
+def test_write_section_replaces_only_its_own_section_atomically(tmp_path: Path) -> None:
+    from scalpscan.scripts.benchmarks import read_section, write_section
+
+    path = tmp_path / "BENCHMARKS.md"
+    write_section(path, "bench_a", "figures A")  # a new file starts with a title
+    write_section(path, "bench_b", "figures B\n")
+    path.write_text(path.read_text() + "\nhand-written notes\n")
+    write_section(path, "bench_a", "new figures A")
+    text = path.read_text()
+    assert text.startswith("# Benchmarks\n")
+    assert text.count("<!-- bench_a -->") == 1 and "figures A" not in text.replace("new figures A", "")
+    assert read_section(path, "bench_a") == "new figures A"
+    assert read_section(path, "bench_b") == "figures B"
+    assert "hand-written notes" in text and read_section(path, "bench_c") is None
+    assert [p.name for p in tmp_path.iterdir()] == ["BENCHMARKS.md"]  # no temporary file left
+    with pytest.raises(ValueError, match="section name"):
+        write_section(path, "bench a -->", "x")
+
+
+def test_notes_outside_the_repository_are_refused_and_never_recorded(
+        bench: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        bench_train.main(["report", "--notes", "/tmp/notes.md"])
+    assert "outside the repository" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["bench_train", "real", "--notes", "local/n.md",
+                                     "--replace-section", "--tag", "_x"])
+    assert bench_train._command() == "python -m scalpscan.scripts.bench_train real --tag _x"

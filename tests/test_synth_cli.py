@@ -7,7 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from scalpscan.scripts.bench_synth import END_MARKER, START_MARKER, markdown_section, update_benchmarks
+from scalpscan.scripts.bench_synth import SECTION, markdown_section
+from scalpscan.scripts.benchmarks import markers, write_section
 from scalpscan.scripts.cli import main
 
 
@@ -46,11 +47,12 @@ def test_demo_synth_step_renders_a_set_and_its_contact_sheet(tmp_path: Path, cap
 def test_benchmark_replaces_only_its_own_section(tmp_path: Path) -> None:
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\nother figures\n", encoding="utf-8")
-    update_benchmarks(path, markdown_section([(1, 10, 0.5, 0.4)], 256, "test box", "cmd"))
+    write_section(path, SECTION, markdown_section([(1, 10, 0.5, 0.4)], 256, "test box", "cmd"))
     first = path.read_text(encoding="utf-8")
     assert "other figures" in first and "| 1 | 10 | 0.50 | 20.0 | 0.40 | 25.0 |" in first
-    update_benchmarks(path, markdown_section([(2, 10, 0.25, 0.5)], 256, "test box", "cmd"))
+    write_section(path, SECTION, markdown_section([(2, 10, 0.25, 0.5)], 256, "test box", "cmd"))
     second = path.read_text(encoding="utf-8")
-    assert second.count(START_MARKER) == 1 and second.count(END_MARKER) == 1
+    start, end = markers(SECTION)
+    assert second.count(start) == 1 and second.count(end) == 1
     assert "| 2 | 10 | 0.25 | 40.0 | 0.50 | 20.0 |" in second and "| 1 | 10 |" not in second
     assert "other figures" in second
