@@ -15,8 +15,7 @@ use, so ``import scalpscan`` is cheap and imports no torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from scalpscan._lazy import lazy_exports
 
 __version__ = "0.2.0"
 
@@ -33,15 +32,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'scalpscan' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
