@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from scalpscan.data.vocab import CONDITIONS, STAGES, TTA_MODES, VIEW_MIRROR, VIEWS, ZONE_MIRROR, ZONES, tta_mode
+from scalpscan.data.vocab import CONDITIONS, STAGES, VIEWS, ZONES, tta_mode
+from scalpscan.models.tta import tta_outputs
 
 from .errors import TrainingError
 from .losses import MultiTaskLoss
@@ -62,37 +63,16 @@ def _forward(model: nn.Module, batch: dict[str, Any], device: torch.device, *,
     return batch, {k: v.float() for k, v in outputs.items()}
 
 
-def _augment(images: Tensor, *, turns: int, mirror: bool) -> Tensor:
-    if mirror:
-        images = images.flip(-1)
-    return images.rot90(turns, dims=(-2, -1)) if turns % 4 else images
-
-
-def _restore(outputs: dict[str, Tensor], *, turns: int, mirror: bool) -> dict[str, Tensor]:
-    mapped = dict(outputs)
-    if turns % 4:
-        for key in ("zones", "hairloss"):
-            mapped[key] = outputs[key].rot90(-turns, dims=(-2, -1))
-    if mirror:
-        mapped["view"] = mapped["view"][:, list(VIEW_MIRROR)]
-        mapped["zones"] = mapped["zones"][:, list(ZONE_MIRROR)].flip(-1)
-        mapped["hairloss"] = mapped["hairloss"].flip(-1)
-    return mapped
-
-
 def _forward_tta(model: nn.Module, batch: dict[str, Any], device: torch.device, *,
                  channels_last: bool, amp: bool, mode: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """`_forward` with test-time augmentation: the mean logits of the passes of ``mode``,
-    each mapped back to the photo first, as the predictor's ``tta`` does."""
+    each mapped back to the photo first (`scalpscan.models.tta`, as the Predictor's ``tta``)."""
     batch = _to_device(batch, device)
-    sums: dict[str, Tensor] = {}
-    passes = TTA_MODES[mode]  # (turns, mirrored), as inference.decoding.tta_passes reads it
-    for turns, mirror in passes:
-        _, outputs = _forward(model, {"image": _augment(batch["image"], turns=turns, mirror=mirror)},
-                              device, channels_last=channels_last, amp=amp)
-        for key, value in _restore(outputs, turns=turns, mirror=mirror).items():
-            sums[key] = sums[key] + value if key in sums else value
-    return batch, {key: value / len(passes) for key, value in sums.items()}
+
+    def run(images: Tensor) -> dict[str, Tensor]:
+        return _forward(model, {"image": images}, device, channels_last=channels_last, amp=amp)[1]
+
+    return batch, tta_outputs(run, batch["image"], mode)
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: MultiTaskLoss,
