@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationInfo, create_model, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainValidator, ValidationInfo, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
 from scalpscan.data.validation import validate
@@ -167,18 +167,23 @@ class FindingsSection(_Section):
     thresholds: FindingThresholds  # type: ignore[valid-type]
 
 
-class StageSection(_Section):
-    # full_coverage_min comes first so that pattern_loss_min's check can read it.
-    full_coverage_min: Stage
-    pattern_loss_min: Stage
+def _below(key: str, *, strictly: bool) -> AfterValidator:
+    """A value that must stay below (``strictly``) or not above another key of its section,
+    named in full (``"stage.full_coverage_min"``) and declared before it."""
+    other = key.rsplit(".", 1)[-1]
 
-    @field_validator("pattern_loss_min")
-    @classmethod
-    def _not_above_full_coverage(cls, value: int, info: ValidationInfo) -> int:
-        full = info.data.get("full_coverage_min")
-        if full is not None and value > full:
-            raise _problem(f"must not be above stage.full_coverage_min ({value} > {full})")
+    def check(value: float, info: ValidationInfo) -> float:
+        bound = info.data.get(other)  # absent when that key was itself refused
+        if bound is not None and (value >= bound if strictly else value > bound):
+            relation = "be below" if strictly else "not be above"
+            raise _problem(f"must {relation} {key} ({value} {'>=' if strictly else '>'} {bound})")
         return value
+    return AfterValidator(check)
+
+
+class StageSection(_Section):
+    full_coverage_min: Stage
+    pattern_loss_min: Annotated[Stage, _below("stage.full_coverage_min", strictly=False)]
 
 
 class LossSection(_Section):
@@ -202,17 +207,8 @@ class ProgressionSection(_Section):
 
 class ReviewSection(_Section):
     stage_spread: Annotated[int, _whole(1, len(STAGES))]
-    # finding_high comes first so that finding_low's check can read it.
     finding_high: Probability
-    finding_low: Probability
-
-    @field_validator("finding_low")
-    @classmethod
-    def _below_high(cls, value: float, info: ValidationInfo) -> float:
-        high = info.data.get("finding_high")
-        if high is not None and value >= high:
-            raise _problem(f"must be below review.finding_high ({value} >= {high})")
-        return value
+    finding_low: Annotated[Probability, _below("review.finding_high", strictly=True)]
 
 
 class LabelsSection(_Section):
