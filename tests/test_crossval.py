@@ -22,10 +22,12 @@ from scalpscan.data.manifest import ManifestRow, read_manifest
 from scalpscan.data.splits import fold_subjects
 from scalpscan.models import ScalpEnsemble, create_model, ensemble_of, load_checkpoint, save_checkpoint
 from scalpscan.models.checkpoint import inference_meta
-from scalpscan.training import loop as training_loop
+from scalpscan.training import trainer
 from scalpscan.training.config import ConfigError, load_config
 from scalpscan.training.crossval import CV_FILE, OOF_DIR, cross_validate
-from scalpscan.training.loop import LOG_FILE, TrainingError, evaluate_run
+from scalpscan.training.errors import TrainingError
+from scalpscan.training.evaluation import evaluate_run
+from scalpscan.training.state import LOG_FILE
 
 FOLDS = 3
 
@@ -77,7 +79,7 @@ def test_impossible_folds_are_refused(folds: int, message: str) -> None:
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"folds": 1}, "folds=1: use 0"),
+    ({"folds": 1}, "folds: 1 is not valid: Value error, use 0"),
     ({"folds": 3, "val": "v.csv"}, "folds and val both set"),
 ])
 def test_config_refuses_unusable_folds(values: dict, message: str) -> None:
@@ -210,7 +212,7 @@ class _MachineLost(Exception):
 def test_an_interrupted_cross_validation_resumes_to_the_same_ensemble(
         cv_run: Path, manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
-    real_fit = training_loop.fit
+    real_fit = trainer.fit
     calls: list[str] = []
 
     def failing_fit(config, **kwargs):
@@ -219,7 +221,7 @@ def test_an_interrupted_cross_validation_resumes_to_the_same_ensemble(
             raise _MachineLost  # the machine went away during fold 2
         return real_fit(config, **kwargs)
 
-    monkeypatch.setattr("scalpscan.training.loop.fit", failing_fit)
+    monkeypatch.setattr("scalpscan.training.trainer.fit", failing_fit)
     with pytest.raises(_MachineLost):
         cross_validate(_config(manifest, out), log=lambda _m: None)
     assert json.loads((out / CV_FILE).read_text())["done"] == [0]
@@ -254,17 +256,17 @@ def test_train_extra_joins_every_fold_but_never_a_held_out_one(
     extra = renamed_persons(made, made.parent / "extra.csv", "R")
     other = renamed_persons(made, made.parent / "other.csv", "Q")
     out = tmp_path / "run"
-    real_fit = training_loop.fit
+    real_fit = trainer.fit
 
     def failing_fit(config, **kwargs):
         if Path(config.out).name == "fold_2":
             raise _MachineLost
         return real_fit(config, **kwargs)
 
-    monkeypatch.setattr("scalpscan.training.loop.fit", failing_fit)
+    monkeypatch.setattr("scalpscan.training.trainer.fit", failing_fit)
     with pytest.raises(_MachineLost):
         cross_validate(_config(manifest, out, train_extra=str(extra)), log=lambda _m: None)
-    monkeypatch.setattr("scalpscan.training.loop.fit", real_fit)
+    monkeypatch.setattr("scalpscan.training.trainer.fit", real_fit)
     with pytest.raises(TrainingError, match="train extra fingerprint changed"):
         cross_validate(_config(manifest, out, train_extra=str(other)), resume=True,
                        log=lambda _m: None)
@@ -335,7 +337,8 @@ def test_out_of_fold_photos_keep_their_manifest_rows(cv_run: Path, manifest: Pat
 
 def test_an_ensemble_run_is_not_recalibrated_or_fine_tuned_as_one_model(
         cv_run: Path, manifest: Path, tmp_path: Path) -> None:
-    from scalpscan.training.loop import fit, recalibrate_run
+    from scalpscan.training.evaluation import recalibrate_run
+    from scalpscan.training.trainer import fit
 
     with pytest.raises(TrainingError, match="calibrated on its out-of-fold outputs"):
         recalibrate_run(cv_run)
@@ -343,3 +346,75 @@ def test_an_ensemble_run_is_not_recalibrated_or_fine_tuned_as_one_model(
                          image_size=64, epochs=1, progress=False, init_from=str(cv_run))
     with pytest.raises(TrainingError, match="start from one of its fold runs"):
         fit(config, log=lambda _m: None)
+
+
+# --- two cross-validations on the same folds ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cv_run_b(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second cross-validation on the same folds (same data, folds and seed), another recipe."""
+    out = tmp_path_factory.mktemp("cv_b") / "run"
+    cross_validate(_config(manifest, out, epochs=2, lr=3e-3), log=lambda _m: None)
+    return out
+
+
+def test_two_cross_validations_compare_out_of_fold_person_by_person(
+        cv_run: Path, cv_run_b: Path, manifest: Path, tmp_path: Path) -> None:
+    from scalpscan.training.evaluation import compare_cross_validations
+
+    rows = read_manifest(manifest)
+    result = compare_cross_validations(cv_run, cv_run_b, out_dir=tmp_path / "cmp", ci_draws=50)
+    assert result["out_of_fold"] and result["folds"] == FOLDS and result["on_data"] is None
+    assert result["photos"] == len(rows) and result["persons"] == len({r.subject for r in rows})
+    # A's side is A's own out-of-fold figures, under its ensemble's calibration.
+    saved = json.loads((cv_run / OOF_DIR / "metrics.json").read_text())["metrics"]
+    assert result["a"]["metrics"]["stage"]["accuracy"] == pytest.approx(saved["stage"]["accuracy"])
+    accuracy = result["difference"]["stage"]["accuracy"]
+    assert accuracy["difference"] == pytest.approx(accuracy["b"] - accuracy["a"])
+    assert accuracy["ci"][0] <= accuracy["difference"] <= accuracy["ci"][1]
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["folds"] == FOLDS
+    # With a manifest, the two ensembles are compared on it too.
+    both = compare_cross_validations(cv_run, cv_run_b, manifest, ci_draws=20)
+    assert both["on_data"]["photos"] == len(rows) and both["on_data"]["b"]["model"] == str(cv_run_b)
+
+
+def test_cross_validations_on_other_folds_or_unfinished_are_refused(cv_run: Path,
+                                                                    tmp_path: Path) -> None:
+    import shutil
+
+    from scalpscan.training.evaluation import compare_cross_validations
+
+    other = tmp_path / "other"
+    shutil.copytree(cv_run, other)
+    state = json.loads((other / CV_FILE).read_text())
+    folds = state["subjects"]  # two persons of different folds swap folds
+    first = next(iter(folds))
+    second = next(person for person in folds if folds[person] != folds[first])
+    folds[first], folds[second] = folds[second], folds[first]
+    (other / CV_FILE).write_text(json.dumps(state))
+    with pytest.raises(TrainingError, match="its folds are not those of"):
+        compare_cross_validations(cv_run, other)
+    with pytest.raises(TrainingError, match="not a finished cross-validation"):
+        compare_cross_validations(cv_run, tmp_path / "nothing")
+
+
+def test_evaluate_compares_cross_validations_from_the_command_line(
+        cv_run: Path, cv_run_b: Path, manifest: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    from scalpscan.scripts.cli import main
+
+    out = tmp_path / "cmp"
+    assert main(["evaluate", "--model", str(cv_run), "--compare", str(cv_run_b), "--out-of-fold",
+                 "--out", str(out), "--ci", "20", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"Out of fold ({FOLDS} folds" in printed and "stage acc" in printed
+    assert (out / "compare.json").is_file()
+    assert main(["evaluate", "--model", str(cv_run), "--compare", str(cv_run_b), "--out-of-fold",
+                 "--data", str(manifest), "--ci", "20", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert "The two ensembles on" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(cv_run), "--out-of-fold"]) == 2
+    assert "give --compare RUN_B" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(cv_run), "--compare", str(cv_run_b)]) == 2
+    assert "--data MANIFEST is required" in capsys.readouterr().err

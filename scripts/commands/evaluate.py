@@ -17,6 +17,8 @@ examples:
   scalpscan evaluate --model runs/lite0 --data valid.csv --tta --out runs/lite0/eval_valid_tta
   scalpscan evaluate --model runs/lite0 --data valid.csv --tta d4 --out runs/lite0/eval_valid_d4
   scalpscan evaluate --model runs/lite0 --compare runs/cv5 --data valid.csv   # is cv5 better?
+  scalpscan evaluate --model runs/cv5 --compare runs/cv5_renders --out-of-fold   # same folds, every person
+  scalpscan evaluate --model runs/cv5 --compare runs/cv5_renders --out-of-fold --data valid.csv
 
 Prints per-condition AP / AUROC / F1 (at the run's calibrated thresholds) and macro
 means, stage accuracy / MAE / quadratic weighted kappa / ECE per photo and per person
@@ -33,6 +35,11 @@ accuracy, MAE and QWK, per photo and per person, with paired person-bootstrap in
 (both runs scored on the same resampled persons, so the interval says whether B is
 better on people like these) and the share of draws in which B is better; it writes
 compare.json to --out (default: RUN/compare).
+--out-of-fold (with --compare, both runs cross-validations of the same data, folds and
+seed: `scalpscan train --folds`) compares them out of fold instead: every person of their
+data, each predicted by the fold model that never saw them, paired person by person, each
+run under its own ensemble calibration; --data is then optional and, when given, the two
+ensembles are also compared on it.
 Exit code 2 = bad arguments or unreadable model/manifest.
 """
 
@@ -40,7 +47,7 @@ Exit code 2 = bad arguments or unreadable model/manifest.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scalpscan evaluate`."""
     parser.add_argument("--model", required=True, help="run folder, model.safetensors or model.json")
-    parser.add_argument("--data", required=True, help="manifest (CSV) to evaluate on")
+    parser.add_argument("--data", help="manifest (CSV) to evaluate on (optional with --out-of-fold)")
     parser.add_argument("--out", help="folder for metrics.json and plots (default: RUN/eval)")
     parser.add_argument("--by", action="append", default=[], metavar="COLUMN",
                         help="also break metrics down by this manifest column (repeatable)")
@@ -56,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", metavar="RUN_B",
                         help="also evaluate this run on the same photos and report the "
                              "difference (RUN_B - --model) with paired person-bootstrap intervals")
+    parser.add_argument("--out-of-fold", action="store_true",
+                        help="with --compare: compare two cross-validations on the same folds, "
+                             "out of fold (every person of their data)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -70,13 +80,20 @@ def run(args: argparse.Namespace) -> int:
 
     from scalpscan.data.manifest import ManifestError
     from scalpscan.models.checkpoint import CheckpointError
-    from scalpscan.training.loop import TrainingError, evaluate_run
+    from scalpscan.training.errors import TrainingError
+    from scalpscan.training.evaluation import evaluate_run
     from scalpscan.training.tables import format_metrics
 
     model = Path(args.model)
     if not model.exists():
         return _fail(f"--model {model}: no such run folder or file")
-    if not Path(args.data).is_file():
+    if args.out_of_fold and not args.compare:
+        return _fail("--out-of-fold compares two cross-validations: give --compare RUN_B")
+    if args.out_of_fold and args.tta:
+        return _fail("--out-of-fold compares the fold models' own outputs; leave out --tta")
+    if args.data is None and not args.out_of_fold:
+        return _fail("--data MANIFEST is required (except with --compare --out-of-fold)")
+    if args.data is not None and not Path(args.data).is_file():
         return _fail(f"--data {args.data}: no such file")
     if args.batch_size < 1:
         return _fail(f"--batch-size {args.batch_size}: must be at least 1")
@@ -108,19 +125,27 @@ def _compare(args: argparse.Namespace, run_dir) -> int:
 
     from scalpscan.data.manifest import ManifestError
     from scalpscan.models.checkpoint import CheckpointError
-    from scalpscan.training.loop import TrainingError, compare_runs
+    from scalpscan.training.errors import TrainingError
+    from scalpscan.training.evaluation import compare_cross_validations, compare_runs
     from scalpscan.training.tables import format_comparison
 
     if args.ci < 1:
         return _fail(f"--ci {args.ci}: a comparison needs at least one bootstrap draw")
     out = Path(args.out) if args.out else run_dir / "compare"
+    options = dict(out_dir=out, batch_size=args.batch_size, device=args.device,
+                   workers=args.workers, progress=not args.no_progress, ci_draws=args.ci)
     try:
-        result = compare_runs(args.model, args.compare, args.data, out_dir=out,
-                              batch_size=args.batch_size, device=args.device,
-                              workers=args.workers, progress=not args.no_progress,
-                              tta=args.tta, ci_draws=args.ci)
+        if args.out_of_fold:
+            result = compare_cross_validations(args.model, args.compare, args.data, **options)
+        else:
+            result = compare_runs(args.model, args.compare, args.data, tta=args.tta, **options)
     except (CheckpointError, ManifestError, TrainingError) as exc:
         return _fail(str(exc))
+    if args.out_of_fold:
+        print(f"Out of fold ({result['folds']} folds, the same for both runs):")
     print(format_comparison(result))
+    if result.get("on_data"):
+        print(f"\nThe two ensembles on {args.data}:")
+        print(format_comparison(result["on_data"]))
     print(f"\nwrote {out / 'compare.json'}")
     return 0

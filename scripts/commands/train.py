@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "train a model from a manifest (YAML config + key=value overrides, resumable, torchrun-ready)"
+HELP = "train a model from a manifest (recipes, YAML config + key=value overrides, resumable, torchrun-ready)"
 
 EPILOG = """\
 examples:
+  scalpscan train --list-recipes                     # the shipped recipes, one line each
+  scalpscan train --recipe real --data local/norwood/train/manifest.csv --out runs/real
+  scalpscan train --recipe real --data m.csv --out runs/r2 --epochs 6 --set lr=3e-4   # options win
+  scalpscan train --recipe cv --data local/norwood/train/manifest.csv --out runs/cv5 \\
+      --cache local/cache           # 5-fold CV, photos pre-resized once into local/cache
+  scalpscan train --recipe my_recipe.yaml --data m.csv --out runs/mine   # a recipe file of yours
   scalpscan train --data out/synth/manifest.csv --out runs/demo --backbone tiny --image-size 64 --epochs 5
   scalpscan train --data local/norwood/train/manifest.csv --val local/norwood/valid/manifest.csv \\
       --out runs/lite0 --backbone efficientnet_lite0 --pretrained --image-size 224 \\
@@ -21,9 +27,13 @@ examples:
   scalpscan train --data local/norwood/train/manifest.csv --out runs/cv5 --folds 5 \
       --backbone efficientnet_lite0 --pretrained      # 5-fold CV: honest figures + ensemble
 
-Settings come from the defaults (training/default.yaml), then --config FILE, then the
-flags, then each --set key=value (dotted keys reach into mappings, e.g.
-loss_weights.stage=2). Without --val, a subject-grouped split of --data validates.
+Settings come from the defaults (training/default.yaml), then --recipe NAME (a file of
+training/recipes/, or a YAML file's path), then --config FILE, then the flags, then each
+--set key=value (dotted keys reach into mappings, e.g. loss_weights.stage=2). Without a
+recipe it says on stderr what the defaults train and which recipe to start from.
+--cache DIR pre-resizes the photos (and masks) of --data, --val and --train-extra to the
+input side once, into DIR, and trains on those copies: CPU epochs then do not decode
+full-size photos again and again. Without --val, a subject-grouped split of --data validates.
 The run folder holds model.safetensors + model.json (best epoch, calibrated), last.*,
 resume.safetensors, config.yaml, train.csv and plots/. A folder that already holds a
 run is refused unless --resume or --overwrite says what to do with it.
@@ -57,7 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=int, metavar="K",
                         help="person-grouped K-fold cross-validation (K >= 2): one run per fold, "
                              "out-of-fold metrics, their ensemble as the model")
-    parser.add_argument("--config", help="YAML file with any config keys")
+    parser.add_argument("--recipe", metavar="NAME|FILE",
+                        help="start from a recipe: a name from --list-recipes or a YAML file")
+    parser.add_argument("--list-recipes", action="store_true",
+                        help="list the shipped recipes, one line each, and exit")
+    parser.add_argument("--config", help="YAML file with any config keys (after the recipe)")
+    parser.add_argument("--cache", metavar="DIR",
+                        help="pre-resize the photos to the input side into DIR once and train "
+                             "on those copies (reused by later runs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key (repeatable), e.g. --set lr=3e-4")
     parser.add_argument("--resume", action="store_true",
@@ -72,12 +89,34 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _list_recipes() -> int:
+    from scalpscan.training.config import RECIPES_DIR, list_recipes
+
+    recipes = list_recipes()
+    width = max(map(len, recipes), default=0)
+    for name, description in recipes.items():
+        print(f"{name:<{width}}  {description}")
+    print(f"\n(files in {RECIPES_DIR}; use one with --recipe NAME)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, then train (or resume); returns the exit code."""
     from pathlib import Path
 
-    from scalpscan.training.config import ConfigError, TrainConfig, load_config
+    from scalpscan.training.config import (
+        RECOMMENDED_RECIPE,
+        ConfigError,
+        TrainConfig,
+        describe_config,
+        load_config,
+    )
 
+    if args.list_recipes:
+        return _list_recipes()
+    if args.resume and (args.recipe or args.config):
+        return _fail("--resume continues with the run's own config.yaml; leave out "
+                     "--recipe and --config")
     if args.resume and args.overwrite:
         return _fail("--resume and --overwrite exclude each other")
     try:
@@ -91,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
                                  progress=False if args.no_progress else None)
         else:
             config = load_config(
-                args.config, overrides=args.set, data=args.data, val=args.val, out=args.out,
+                args.config, recipe=args.recipe, overrides=args.set, data=args.data,
+                val=args.val, out=args.out,
                 train_extra=args.train_extra,
                 backbone=args.backbone, pretrained=args.pretrained, init_from=args.init_from,
                 epochs=args.epochs, folds=args.folds,
@@ -107,10 +147,20 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(config, key)
         if value and not Path(value).is_file():
             return _fail(f"--{key.replace('_', '-')} {value}: no such file")
+    if not args.resume and not args.recipe and not args.config:
+        print(f"scalpscan train: no --recipe: training {describe_config(config)}. For real "
+              f"photos start from --recipe {RECOMMENDED_RECIPE} (scalpscan train "
+              "--list-recipes lists every recipe)", file=sys.stderr)
+    if args.cache and not args.resume:
+        try:
+            config = _cached(config, Path(args.cache))
+        except (OSError, ValueError) as exc:
+            return _fail(f"--cache {args.cache}: {exc}")
     # torch is imported only once the arguments are known to be good.
     from scalpscan.data.manifest import ManifestError
     from scalpscan.training.crossval import cross_validate
-    from scalpscan.training.loop import TrainingError, fit
+    from scalpscan.training.errors import TrainingError
+    from scalpscan.training.trainer import fit
 
     train = cross_validate if config.folds else fit
     try:
@@ -118,3 +168,14 @@ def run(args: argparse.Namespace) -> int:
     except (TrainingError, ManifestError) as exc:
         return _fail(str(exc))
     return 0
+
+
+def _cached(config, cache: Path):
+    """``config`` with its manifests replaced by copies resized to its input side in ``cache``."""
+    import dataclasses
+
+    from scalpscan.data.resize import cached_manifest
+
+    changed = {key: str(cached_manifest(getattr(config, key), cache, config.image_size))
+               for key in ("data", "val", "train_extra") if getattr(config, key)}
+    return dataclasses.replace(config, **changed)
