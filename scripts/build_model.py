@@ -46,7 +46,6 @@ def build(norwood: Path, out: Path, *, seed: int = 0, renders: int = 1000, val_r
     from scalpscan.data.synth.composite import composite_manifest
     from scalpscan.data.synth.dataset import SynthOptions, synthesize
     from scalpscan.training.config import load_config
-    from scalpscan.training.recipes import recipe_path
     from scalpscan.training.trainer import fit
 
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +77,7 @@ def build(norwood: Path, out: Path, *, seed: int = 0, renders: int = 1000, val_r
                 f"out={out / 'run'}", f"seed={seed}"]
     if threads:
         settings.append(f"threads={threads}")
-    config = load_config(recipe_path("joint"), overrides=[*settings, *(overrides or [])])
+    config = load_config(recipe="joint", overrides=[*settings, *(overrides or [])])
     fit(config, overwrite=True)
     say(f"trained: {out / 'run'}")
     return out / "run"
