@@ -8,7 +8,6 @@ between visits raises the "progressing loss" caution, with its reason.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ __all__ = [
     "prior_visits",
     "assess_visit",
     "compare_visits",
+    "newest_first",
 ]
 
 def visit_intake(visit: Visit) -> Intake:
@@ -115,7 +115,3 @@ def newest_first(visits: Sequence[Visit]) -> list[Visit]:
     """Visits newest first (date, then order of creation)."""
     return sorted(visits, key=lambda v: (v.date, v.id), reverse=True)
 
-
-def today() -> dt.date:
-    """Today's date (local time of the clinic's machine)."""
-    return dt.date.today()

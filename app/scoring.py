@@ -109,8 +109,8 @@ class Scorer:
             jobs, intakes = [], {}
             for photo in photos:
                 subject = photo.visit.patient.key
-                # One intake per subject per batch: photos of two visits of one patient in a batch
-                # get their own visit's intake in the row's photo-level assessment only when alone.
+                # For the rows' photo-level assessments; the visit's own assessment reads its
+                # intake again when shown, so a patient's two visits in one batch lose nothing.
                 intakes.setdefault(subject, visit_intake(photo.visit))
                 jobs.append(PhotoJob(image=str(self._store.path(photo.sha256, photo.ext)), subject=subject,
                                      shard_key=photo.sha256))

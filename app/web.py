@@ -32,7 +32,7 @@ from scalpscan.app import exporting
 from scalpscan.app.auth import check_password, end_session, find_session, new_token, start_session, tokens_match
 from scalpscan.app.config import AppConfig
 from scalpscan.app.db import AuditEntry, LoginSession, Patient, Photo, Visit, open_database
-from scalpscan.app.records import assess_visit, compare_visits, newest_first, visit_progress
+from scalpscan.app.records import assess_visit, compare_visits, newest_first, visit_intake, visit_progress
 from scalpscan.app.store import PhotoStore, UploadError, check_photo
 from scalpscan.app.scoring import Scorer
 from scalpscan.inference.intake import parse_sex
@@ -518,20 +518,17 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
         return actions
 
     def report_context(visit: Visit) -> dict[str, Any]:
+        # The report page's own context builder, given the assessment made with the patient's
+        # earlier visits (render_patient assesses the rows alone).
         from scalpscan.inference.report.render import _patient_context
 
         rows = [dict(p.result, _photo=p) for p in visit.photos if p.status != "pending" and p.result]
         assessment = assess_visit(visit, rules)
         context = _patient_context(visit.patient.key, [{k: v for k, v in r.items() if k != "_photo"} for r in rows],
-                                   assessment, visit_intake_of(visit), rules, config.data_dir)
+                                   assessment, visit_intake(visit), rules, config.data_dir)
         for photo, row in zip(context["photos"], rows):
             photo["figure"].name = row["_photo"].original_name  # the stored file is named by its hash
         return context
-
-    def visit_intake_of(visit: Visit) -> Any:
-        from scalpscan.app.records import visit_intake
-
-        return visit_intake(visit)
 
     @app.get("/visits/{vid}")
     def visit_view(request: Request, vid: int) -> Response:
