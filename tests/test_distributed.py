@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from test_training import make_photos
@@ -18,6 +19,7 @@ from scalpscan.models.checkpoint import load_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # two processes start torch and train: the longest of the training tests
 def test_two_process_torchrun_trains_one_model(tmp_path: Path) -> None:
     train = make_photos(tmp_path / "train", subjects=4, seed=0)
     val = make_photos(tmp_path / "val", subjects=2, seed=1)
