@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from scalpscan.data.files import atomic_write, write_text_atomic
-from scalpscan.inference.decoding import decode_outputs, mask_images
+from scalpscan.inference.decoding import mask_images
 from scalpscan.inference.inputs import InputError, PhotoJob, SkippedFile
 from scalpscan.inference.results import ResultsFile, stored_path
 
@@ -207,7 +207,8 @@ def score_jobs(
     for items, batch in _batches(jobs, predictor, batch_size, workers, pin):
         outputs = predictor.forward(batch) if batch is not None else None
         ok_items = [item for item in items if item["status"] == "ok"]
-        decoded = decode_outputs(outputs, predictor.meta, [i["geometry"] for i in ok_items]) if ok_items else []
+        # The predictor's decode: what its model cannot assess stays None in the rows.
+        decoded = predictor.decode(outputs, [i["geometry"] for i in ok_items]) if ok_items else []
         position = 0  # index of the next ok photo in the batch outputs
         for item in items:
             job: PhotoJob = item["job"]

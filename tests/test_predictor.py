@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scalpscan.data.vocab import CONDITIONS, STAGES, VIEW_MIRROR, VIEWS, ZONES
+from scalpscan.data.vocab import CONDITIONS, OUTPUTS, STAGES, VIEW_MIRROR, VIEWS, ZONES
 from scalpscan.inference.decoding import Geometry, decode_outputs
 from scalpscan.inference.predictor import ROW_FIELDS, Predictor
 from scalpscan.models import CheckpointError, create_model, inference_meta, save_checkpoint
@@ -246,6 +246,23 @@ def test_outputs_not_assessed_are_none_never_guessed() -> None:
     assert bare["zones"] is None and bare["view"] is None and bare["view_probabilities"] is None
     with pytest.raises(ValueError, match="'baldness'"):
         decode_outputs(_raw_outputs(), meta, geometry, not_assessed=["baldness"])
+
+
+def test_scored_rows_carry_none_for_what_the_model_does_not_assess(tmp_path: Path) -> None:
+    # A model whose patch and stage heads no label trained: `score` and `predict` alike give
+    # None for them, never the untrained head's numbers.
+    model = create_model("scalpnet", backbone="tiny", image_size=SIDE)
+    meta = inference_meta(model, input_size=SIDE)
+    meta["heads"] = {output: {"trained": {"real": 10}, "validated": {"real": 5}} for output in OUTPUTS}
+    meta["heads"]["alopecia_patch"] = meta["heads"]["stage"] = {"trained": {}, "validated": {}}
+    save_checkpoint(tmp_path / "run", model, meta)
+    Image.fromarray(_photo()).save(tmp_path / "P1_top.png")
+    predictor = Predictor.load(tmp_path / "run")
+    for row in [*predictor.score([tmp_path / "P1_top.png"]), predictor.predict(tmp_path / "P1_top.png").to_row()]:
+        assert row["status"] == "ok" and row["not_assessed"] == ["alopecia_patch", "stage"]
+        assert row["conditions"]["alopecia_patch"] is None and row["conditions"]["thinning"] is not None
+        assert "alopecia_patch" not in row["thresholds"] and "alopecia_patch" not in row["findings"]
+        assert row["stage"] is None and row["stage_probabilities"] is None
 
 
 @pytest.mark.parametrize("bad", ["rotate", "D4", "", 2])
