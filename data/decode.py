@@ -322,7 +322,7 @@ def _decode_heif_reduced(path: Path, im: Image.Image, max_side: int | None) -> n
     """
     if not HEIF_SUPPORTED or max_side is None or max(im.size) <= max_side:
         return None
-    if getattr(im, "format", None) not in ("HEIF", "AVIF") or getattr(im, "_size", None) != im.size:
+    if getattr(im, "format", None) not in ("HEIF", "AVIF"):
         return None
     orientation = _orientation(im)
     heif = pillow_heif.open_heif(path, convert_hdr_to_8bit=True)

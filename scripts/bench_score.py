@@ -90,7 +90,9 @@ def _pipeline(
     spent in the forward pass over the wall time, from the second batch to the last:
     1.0 means the model never waited for photos, whatever else runs on the machine.
     """
-    from scalpscan.inference.score import ResultsFile, discover_inputs, score_jobs
+    from scalpscan.inference.inputs import discover_inputs
+    from scalpscan.inference.results import ResultsFile
+    from scalpscan.inference.score import score_jobs
 
     forward, spent = predictor.forward, []
 
@@ -101,7 +103,7 @@ def _pipeline(
         return outputs
 
     predictor.forward = timed_forward
-    jobs = discover_inputs([photos])
+    jobs = discover_inputs([photos]).jobs
     out.unlink(missing_ok=True)
     start = time.perf_counter()
     marks = []
