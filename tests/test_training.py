@@ -112,6 +112,11 @@ def test_file_then_overrides_with_types(tmp_path: Path) -> None:
     assert cfg.stage_view_weights["front"] == 5.0 and cfg.stage_view_weights["back"] == 0.5
     assert cfg.pretrained is True and cfg.backbone == "tiny"
     assert apply_overrides(cfg, ["epochs=3"]).epochs == 3
+    # Overrides are checked together: one may need another.
+    split = load_config(None, val="v.csv")
+    assert apply_overrides(split, ["folds=3", "val="]).folds == 3
+    with pytest.raises(ConfigError, match="folds and val both set"):
+        apply_overrides(split, ["folds=3"])
 
 
 @pytest.mark.parametrize("override, message", [

@@ -337,10 +337,17 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     Raises:
         ConfigError: for an unknown key, a value of the wrong type or a malformed override.
     """
+    if not overrides:
+        return config
+    values = config_to_dict(config)
     for text in overrides:
         key, value = _parse_override(text)
-        config = _merged(config, {key: value}, source=f"--set {text}")
-    return config
+        try:
+            _set(values, key, value)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {text}: {exc}") from None
+    # Checked together: one override may need another (folds=3 with val=).
+    return TrainConfig(**_check(values, source="--set " + " --set ".join(overrides)))
 
 
 # --- recipes -------------------------------------------------------------------------------
