@@ -197,6 +197,26 @@ def test_patient_page_on_a_phone(pages: Path, tmp_path: Path) -> None:
     # The header spans the phone's width: the layout adapts instead of overflowing.
     assert np.abs(pixels[5, -5].astype(int) - HEADER_RGB).max() < 8
 
+def test_pdf_per_patient_prints_on_a4_and_letter(pages: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from scalpscan.inference.report import pdf
+
+    monkeypatch.setenv(pdf.ENGINE_ENV, str(CHROMIUM))
+    path = pdf.write_pdf(pages / patient_filename("P-1042"), tmp_path / "P-1042.pdf")
+    data = path.read_bytes()
+    assert data.startswith(b"%PDF-")
+    boxes = {tuple(round(float(v)) for v in m) for m in re.findall(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", data)}
+    # 210 x 279 mm: the width of A4 and the height of Letter, so it prints unscaled on both.
+    assert boxes == {(595, 791)}
+    assert len(re.findall(rb"/Type\s*/Page\b", data)) >= 2  # the page flows onto more sheets, not shrunk
+    # Through write_reports: one PDF per patient, named like its page, listed in patients.jsonl.
+    rows, intake = _sample(tmp_path / "scored")
+    index = write_reports(rows, tmp_path / "reports", intake=intake, results_dir=tmp_path / "scored", pdf=True)
+    records = [json.loads(line) for line in (index.parent / "patients.jsonl").read_text().splitlines()]
+    assert records and all((index.parent / r["pdf"]).read_bytes().startswith(b"%PDF-") for r in records)
+    assert all(r["pdf"] == Path(r["page"]).with_suffix(".pdf").name for r in records)
+
 
 def _save_doc(pixels: np.ndarray, path: Path) -> None:
     """Crop to the content, shrink, and keep under 400 KB (README screenshots)."""
