@@ -150,28 +150,38 @@ class ImageDecodeError(ValueError):
 
 
 @contextlib.contextmanager
-def capture_warnings() -> Iterator[list[str]]:
+def capture_warnings(fd: bool | None = None) -> Iterator[list[str]]:
     """Collect the libraries' warnings instead of printing them.
 
     Python warnings (Pillow's ``UserWarning``s, EXIF and ICC complaints) and what C
     libraries write to the process's standard error while the block runs (libtiff's
     "Unknown field with tag ...", libjpeg's "Corrupt JPEG data") are gathered, one line
     each, without duplicates, into the yielded list. Use it around one photo's decode.
+
+    Args:
+        fd: also capture the process's standard error (file descriptor 2), where C
+            libraries write. None: only when this process runs a single Python thread
+            (a decoding worker), since another thread's output (a web server's log, a
+            progress bar) would be caught too.
     """
+    import sys
+    import threading
+
+    if fd is None:
+        fd = threading.active_count() == 1
     caught: list[str] = []
     saved_fd: int | None = None
     capture = None
-    try:
-        import sys
-
-        sys.stderr.flush()
-        capture = tempfile.TemporaryFile(mode="w+b")
-        saved_fd = os.dup(2)
-        os.dup2(capture.fileno(), 2)
-    except (OSError, ValueError, AttributeError):  # no usable fd 2 (e.g. a notebook): Python warnings only
-        if saved_fd is not None:
-            os.close(saved_fd)
-        saved_fd = None
+    if fd:
+        try:
+            sys.stderr.flush()
+            capture = tempfile.TemporaryFile(mode="w+b")
+            saved_fd = os.dup(2)
+            os.dup2(capture.fileno(), 2)
+        except (OSError, ValueError, AttributeError):  # no usable fd 2 (e.g. a notebook): Python warnings only
+            if saved_fd is not None:
+                os.close(saved_fd)
+            saved_fd = None
     try:
         with warnings.catch_warnings(record=True) as records:
             warnings.simplefilter("always")

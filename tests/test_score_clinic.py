@@ -173,7 +173,7 @@ def test_library_warnings_go_into_the_row_not_onto_stderr(run_dir: Path, tmp_pat
     assert any("Corrupt EXIF data" in w for w in row["warnings"])
     assert "EXIF" not in capfd.readouterr().err
     # What C libraries print to the process's stderr is caught too.
-    with decode.capture_warnings() as caught:
+    with decode.capture_warnings(fd=True) as caught:
         os.write(2, b"TIFFReadDirectory: Warning, Unknown field with tag 50341\n")
     assert caught == ["TIFFReadDirectory: Warning, Unknown field with tag 50341"]
     assert "50341" not in capfd.readouterr().err
