@@ -386,6 +386,7 @@ def test_what_the_model_does_not_assess_is_said_never_shown_as_absent(tmp_path: 
     page = _Page(html)
     assert {"limits", "not-assessed", "unvalidated"} <= page.ids
     assert "not validated on real photos" in page.content
+    assert "loss (shading)" not in page.content  # no loss legend when the loss map is not assessed
     findings = page.content[page.content.index("Findings"):]
     # A condition the model cannot assess is never "0 %", "0.00" or "no".
     patch_row = findings[findings.index("alopecia patch"):findings.index("transplant scar")]

@@ -238,6 +238,7 @@ def photo_figure(row: Mapping[str, Any], *, base: Path | None = None, max_side: 
         })
     if figure.boxes and not used_masks:
         figure.legend = [(b["zone"].replace("_", " "), b["colour"]) for b in figure.boxes]
-        figure.legend.append(("loss (shading)", "#C00000"))
+        if any(b["loss"] > 0 for b in figure.boxes):  # no shading legend when the loss map is not assessed
+            figure.legend.append(("loss (shading)", "#C00000"))
     figure.src = encode_data_uri(image)
     return figure
