@@ -27,7 +27,7 @@ from typing import Any
 
 from scalpscan.data.vocab import CONDITIONS
 
-__all__ = ["OUTPUTS", "SOURCES", "label_counts", "head_provenance", "assessed_outputs"]
+__all__ = ["OUTPUTS", "SOURCES", "label_counts", "head_provenance", "assessed_outputs", "with_figures"]
 
 #: Every output a model may assess, in row order.
 OUTPUTS: tuple[str, ...] = (*CONDITIONS, "stage", "view", "zones", "hairloss")
@@ -121,3 +121,25 @@ def assessed_outputs(meta: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         elif not int(trained.get("real", 0)):
             unvalidated.append(output)
     return not_assessed, unvalidated
+
+
+def with_figures(heads: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``heads`` with each output's validation figures added under ``"figures"``.
+
+    Args:
+        heads: the record from `head_provenance`.
+        metrics: `training.metrics.compute_metrics` on the validation photos.
+    """
+    def pick(section: Any, *keys: str) -> dict[str, Any]:
+        section = section if isinstance(section, Mapping) else {}
+        return {k: section.get(k) for k in keys if k in section}
+
+    per_condition = (metrics.get("conditions") or {}).get("per_condition") or {}
+    figures = {
+        **{c: pick(per_condition.get(c), "n", "positives", "ap", "auroc", "f1", "threshold") for c in CONDITIONS},
+        "stage": pick(metrics.get("stage"), "n", "accuracy", "mae", "qwk", "ece"),
+        "view": pick(metrics.get("view"), "n", "accuracy"),
+        "zones": pick(metrics.get("zones"), "n", "mean_iou", "mean_dice"),
+        "hairloss": pick(metrics.get("hairloss_map"), "n", "mean_iou", "mean_dice"),
+    }
+    return {output: {**dict(heads.get(output) or {}), "figures": figures[output]} for output in OUTPUTS}

@@ -45,6 +45,7 @@ from scalpscan.data.manifest import read_manifest, write_manifest
 from scalpscan.data.splits import fold_subjects
 from scalpscan.models.checkpoint import save_checkpoint
 from scalpscan.models.network import ensemble_of
+from scalpscan.models.provenance import head_provenance, with_figures
 
 from . import trainer
 from .calibrate import fit_calibration
@@ -273,9 +274,12 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
     plot_all(oof, out, temperature=kwargs["temperature"], stage_offsets=kwargs["stage_offsets"])
 
     ensemble = ensemble_of(models)
+    # Every photo trains K-1 folds and validates one: the ensemble learned from them all.
+    heads = head_provenance([*rows, *read_train_extra(config, rows)], rows, config.loss_weights)
     meta = trainer.run_meta(config, ensemble, metas[0]["mean"], metas[0]["std"],
                             fingerprint=fingerprint, calibration=calibration,
-                            metrics={"oof": metrics, "per_fold": folds}, epoch=None)
+                            metrics={"oof": metrics, "per_fold": folds}, epoch=None,
+                            heads=with_figures(heads, metrics))
     meta["fold_epochs"] = [m.get("epoch") for m in metas]
     save_checkpoint(run_dir, ensemble, meta, name="model")
     stage, person = metrics.get("stage", {}), metrics.get("stage_person", {})

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from scalpscan.data.files import write_text_atomic
 from scalpscan.data.vocab import CONDITIONS, STAGES
 from scalpscan.models.checkpoint import inference_meta, load_checkpoint, save_checkpoint
+from scalpscan.models.provenance import head_provenance, with_figures
 
 from .calibrate import fit_calibration
 from .config import TrainConfig, config_to_dict, loss_kwargs, model_kwargs, optimizer_kwargs, save_config
@@ -91,6 +92,8 @@ def fit(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     seed_everything(config.seed)
     train_rows, val_rows = load_rows(config)
     fingerprint = data_fingerprint(train_rows) + ":" + data_fingerprint(val_rows)
+    # What each output learns from (model.json "heads"): what no label trains is not reported.
+    heads = head_provenance(train_rows, val_rows, config.loss_weights)
     model = build_model(config)
     mean, std = model_norm(model)
     train_ds, val_ds = make_datasets(config, train_rows, val_rows, mean, std)
@@ -193,7 +196,8 @@ def fit(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                    "photos_per_s": throughput, "seconds": train_stats["seconds"]}
             _append_log(run_dir / LOG_FILE, row)
             meta = run_meta(config, model, mean, std, fingerprint=fingerprint, calibration=None,
-                            metrics={"val": flat, "val_loss": val_losses["loss"]}, epoch=epoch + 1)
+                            metrics={"val": flat, "val_loss": val_losses["loss"]}, epoch=epoch + 1,
+                            heads=heads)
             save_checkpoint(run_dir, model, meta, name="last")
             if improved:
                 save_checkpoint(run_dir, model, meta, name="model")
@@ -215,14 +219,15 @@ def fit(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 
     if ddp.main:
         _finish(config, run_dir, val_ds, subjects, loss_fn, device=device, amp=amp,
-                fingerprint=fingerprint, mean=mean, std=std, say=say)
+                fingerprint=fingerprint, mean=mean, std=std, say=say, heads=heads)
     shutdown(ddp)
     return run_dir
 
 
 def _finish(config: TrainConfig, run_dir: Path, val_ds: Dataset, subjects: list[str],
             loss_fn: MultiTaskLoss, *, device: torch.device, amp: bool, fingerprint: str,
-            mean: Sequence[float], std: Sequence[float], say: Callable[[str], None]) -> None:
+            mean: Sequence[float], std: Sequence[float], say: Callable[[str], None],
+            heads: Mapping[str, Any]) -> None:
     """Calibrate the best model on validation, store its metrics, write the plots."""
     best, best_meta = load_checkpoint(run_dir, map_location=device)
     best.to(device)
@@ -235,7 +240,7 @@ def _finish(config: TrainConfig, run_dir: Path, val_ds: Dataset, subjects: list[
     metrics.get("stage_person", {}).pop("persons", None)
     meta = run_meta(config, best, mean, std, fingerprint=fingerprint, calibration=calibration,
                     metrics={"val": metrics, "val_loss": val_losses.get("loss")},
-                    epoch=int(best_meta.get("epoch", 0)))
+                    epoch=int(best_meta.get("epoch", 0)), heads=with_figures(heads, metrics))
     save_checkpoint(run_dir, best, meta, name="model")
     plot_all(preds, run_dir / "plots", log_csv=run_dir / LOG_FILE,
              temperature=meta["temperature"], stage_offsets=meta["stage_offsets"])
@@ -298,10 +303,12 @@ def model_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def run_meta(config: TrainConfig, model: nn.Module, mean: Sequence[float], std: Sequence[float],
              *, fingerprint: str, calibration: Mapping[str, Any] | None,
-             metrics: Mapping[str, Any] | None, epoch: int | None) -> dict[str, Any]:
+             metrics: Mapping[str, Any] | None, epoch: int | None,
+             heads: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``model.json`` of a run's network: `models.checkpoint.inference_meta` with the
     resolved config, the data fingerprint, a calibration (None = uncalibrated), metrics,
-    the epoch (None for an ensemble) and the normalisation used in training."""
+    the epoch (None for an ensemble), the normalisation used in training and what each
+    output learned from (`models.provenance.head_provenance`; None = not recorded)."""
     calibration = dict(calibration or {})
     meta = inference_meta(
         model,
@@ -317,6 +324,12 @@ def run_meta(config: TrainConfig, model: nn.Module, mean: Sequence[float], std: 
     )
     # The normalisation actually used in training (the backbone's, or a config override).
     meta["mean"], meta["std"] = list(mean), list(std)
+    if heads is not None:
+        meta["heads"] = dict(heads)
+        # A decision threshold exists only where validation labels calibrated it.
+        if meta.get("thresholds"):
+            meta["thresholds"] = {c: v for c, v in meta["thresholds"].items()
+                                  if sum((heads.get(c) or {}).get("validated", {}).values())}
     return meta
 
 

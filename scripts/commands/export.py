@@ -9,6 +9,7 @@ HELP = "export a trained model to ONNX (dynamic batch axis, model.json in the me
 
 EPILOG = """\
 examples:
+  scalpscan export --out scalpscan.onnx                # the model that ships in the package
   scalpscan export --model runs/demo --out model.onnx
   scalpscan score photos/ --model model.onnx --out results.jsonl    # ONNX Runtime, same rows
 
@@ -19,7 +20,8 @@ batch and the command fails when they differ by more than 1e-3.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scalpscan export`."""
-    parser.add_argument("--model", required=True, help="run folder or model.safetensors")
+    parser.add_argument("--model", default=None,
+                        help="run folder, model.safetensors or a shipped model's name (default: the shipped model)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
     parser.add_argument(
@@ -34,13 +36,14 @@ def run(args: argparse.Namespace) -> int:
     """Export, check parity, print where the file is."""
     from scalpscan.inference.export import ExportError, export_onnx
     from scalpscan.models.checkpoint import CheckpointError
+    from scalpscan.models.shipped import resolve_model
 
     if not str(args.out).endswith(".onnx"):
         print(f"scalpscan export: error: --out {args.out}: give a file name ending in .onnx", file=sys.stderr)
         return 2
     try:
-        path = export_onnx(args.model, args.out, opset=args.opset, exporter=args.exporter)
-    except CheckpointError as exc:
+        path = export_onnx(resolve_model(args.model), args.out, opset=args.opset, exporter=args.exporter)
+    except (CheckpointError, FileNotFoundError) as exc:
         print(f"scalpscan export: error: --model {args.model}: {exc}", file=sys.stderr)
         return 2
     except ExportError as exc:
