@@ -8,11 +8,11 @@ patient's photos in steps, each a small function readable on its own:
    and zones over all of their photos;
 3. `unknown_outputs`: what the model did not assess (or no usable photo gave) for this
    patient: unknown is unknown, never absent or present, and no recommendation or caution
-   rests on it;
+   rests on it; `unvalidated_outputs`: what was trained on renders only;
 4. `cautions`: from the intake sheet, the intake notes and loss measured between visits;
 5. `contradictions`: photos that disagree too much to decide without a person;
-6. `recommend` and `focus`: what SMP and where;
-7. `decide`: the decision, from all of the above.
+6. `decide`: the decision, from all of the above;
+7. `recommend` and `focus`: what SMP and where, for a candidate.
 
 Every step returns the `Reason` of each rule that fired, with its evidence.
 
@@ -33,7 +33,7 @@ from scalpscan.data.vocab import CONDITIONS, OUTPUTS, SEXES, STAGES, VIEWS, ZONE
 from scalpscan.inference.intake import Intake
 
 from .assessment import Assessment, Reason
-from .progression import PriorVisit, notes_progression, zone_changes
+from .progression import PriorVisit, measured_progression, notes_progression
 from .rules_file import Rules, load_rules
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "contradictions",
     "decide",
     "focus",
-    "measured_progression",
     "merge_findings",
     "merge_zones",
     "recommend",
@@ -353,16 +352,6 @@ _INTAKE_CAUTIONS: tuple[tuple[str, str], ...] = (
     ("eczema_active", "Active eczema on the intake sheet: it can flare in areas of trauma."),
     ("psoriasis_active", "Active psoriasis on the intake sheet: it can flare in areas of trauma."),
 )
-
-
-def measured_progression(zones: Mapping[str, Mapping[str, Any]], prior: Sequence[PriorVisit],
-                         visit_date: datetime.date | None, rules: Rules) -> list[dict[str, Any]]:
-    """The zones whose loss grew at least ``progression.min_points_per_year`` points a year
-    against a visit at least ``progression.min_days`` earlier (see `zone_changes`)."""
-    if not prior or visit_date is None:
-        return []
-    changes = zone_changes(zones, prior, visit_date=visit_date, min_days=rules.progression_min_days)
-    return [c for c in changes.values() if c["points_per_year"] >= rules.progression_min_points_per_year]
 
 
 def cautions(intake: Intake, zones: Mapping[str, Mapping[str, Any]], rules: Rules, *,

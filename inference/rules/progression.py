@@ -7,7 +7,7 @@ Two pure readings feed the "progressing loss" caution:
 - `zone_changes`: how much each zone's loss fraction grew since an earlier visit
   (`PriorVisit`), and at what rate a year. A zone whose loss grew by at least
   ``progression.min_points_per_year`` percentage points a year, against a visit at least
-  ``progression.min_days`` earlier, is progressing.
+  ``progression.min_days`` earlier, is progressing (`measured_progression`).
 
     >>> before = PriorVisit(date=datetime.date(2026, 1, 10), zones={"crown": 0.30}, stage=4)
     >>> zone_changes({"crown": 0.40}, [before], visit_date=datetime.date(2026, 7, 10))["crown"]["points_per_year"]
@@ -26,7 +26,7 @@ from scalpscan.data.vocab import STAGES, ZONES
 
 from .rules_file import Rules
 
-__all__ = ["PriorVisit", "notes_progression", "zone_changes"]
+__all__ = ["PriorVisit", "measured_progression", "notes_progression", "zone_changes"]
 
 _DAYS_PER_YEAR = 365.25
 
@@ -115,6 +115,16 @@ def zone_changes(current_zones: Mapping[str, Any], prior: PriorVisit | Sequence[
             "points_per_year": None if per_year is None else round(per_year * 100, 1),
         }
     return changes
+
+
+def measured_progression(zones: Mapping[str, Mapping[str, Any]], prior: Sequence[PriorVisit],
+                         visit_date: datetime.date | None, rules: Rules) -> list[dict[str, Any]]:
+    """The zones whose loss grew at least ``progression.min_points_per_year`` points a year
+    against a visit at least ``progression.min_days`` earlier (see `zone_changes`)."""
+    if not prior or visit_date is None:
+        return []
+    changes = zone_changes(zones, prior, visit_date=visit_date, min_days=rules.progression_min_days)
+    return [c for c in changes.values() if c["points_per_year"] >= rules.progression_min_points_per_year]
 
 
 def notes_progression(notes: str, rules: Rules) -> list[str]:
