@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import expit, softmax
 from sklearn.metrics import f1_score
 
 from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
@@ -15,29 +16,22 @@ from scalpscan.training.calibrate import (
     stage_nll,
     view_nll,
 )
-from scipy.special import expit as sigmoid
-from scipy.special import softmax as _softmax
-
 from scalpscan.models.ordinal import ordinal_cumulative, ordinal_index, ordinal_probabilities
 from scalpscan.training.metrics import Predictions, binary_ece, compute_metrics, stage_metrics
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    return _softmax(x, axis=-1)
 
 
 def _overconfident(n: int = 3000, scale: float = 4.0, seed: int = 0) -> Predictions:
     """Labels drawn from calibrated probabilities; the logits given are ``scale`` times too big."""
     rng = np.random.default_rng(seed)
     z = rng.normal(0, 1.5, size=(n, len(CONDITIONS)))
-    cond_targets = (rng.random(z.shape) < sigmoid(z)).astype(float)
+    cond_targets = (rng.random(z.shape) < expit(z)).astype(float)
     # Ordinal: a latent score with logistic noise gives a calibrated cumulative model.
     latent = rng.normal(0, 2, size=n)
     cuts = np.linspace(-2.5, 2.5, 6)
     stage = ((latent + rng.logistic(size=n))[:, None] > cuts).sum(1)
     stage_logits = latent[:, None] - cuts
     view_z = rng.normal(0, 2, size=(n, len(VIEWS)))
-    view = np.array([rng.choice(len(VIEWS), p=p) for p in softmax(view_z)])
+    view = np.array([rng.choice(len(VIEWS), p=p) for p in softmax(view_z, axis=-1)])
     return Predictions(
         condition_logits=z * scale,
         condition_targets=cond_targets,
@@ -83,7 +77,7 @@ def test_fit_temperature_finds_the_minimum_of_a_known_curve() -> None:
 def test_view_nll_ignores_unknown_views() -> None:
     logits = np.array([[5.0, 0, 0, 0, 0], [0, 0, 0, 0, 9.0]])
     assert view_nll(logits, np.array([0, -1]), 1.0) == pytest.approx(
-        -np.log(softmax(logits[:1])[0, 0]))
+        -np.log(softmax(logits[:1], axis=-1)[0, 0]))
 
 
 def test_thresholds_maximise_f1_on_known_labels() -> None:
@@ -103,7 +97,7 @@ def test_thresholds_maximise_f1_on_known_labels() -> None:
 
 def test_binary_ece_of_overconfident_logits_is_large() -> None:
     preds = _overconfident(n=2000)
-    raw = sigmoid(preds.condition_logits).ravel()
+    raw = expit(preds.condition_logits).ravel()
     assert binary_ece(raw, preds.condition_targets.ravel()) > 0.1
 
 
