@@ -8,6 +8,7 @@ from scipy.special import expit, softmax
 from sklearn.metrics import f1_score
 
 from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
+from scalpscan.models.ordinal import ordinal_cumulative, ordinal_index, ordinal_probabilities
 from scalpscan.training.calibrate import (
     fit_calibration,
     fit_stage_calibration,
@@ -16,7 +17,6 @@ from scalpscan.training.calibrate import (
     stage_nll,
     view_nll,
 )
-from scalpscan.models.ordinal import ordinal_cumulative, ordinal_index, ordinal_probabilities
 from scalpscan.training.metrics import Predictions, binary_ece, compute_metrics, stage_metrics
 
 
