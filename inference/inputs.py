@@ -14,7 +14,9 @@
   2. the intake sheet: a subject on it named by one of the photo's folders (below the
      input folder) or by a whole token of its file name (``intake``);
   3. the per-patient folder the photo sits in, a folder directly under the input folder
-     (``folder``);
+     (``folder``); folders named like dates or cameras (``2024-11-25``, ``DCIM``,
+     ``100APPLE``, ``Camera``) are passed over, so ``intake/2024-11-25/P001/IMG_1.jpg``
+     is ``P001`` and a day's folder is never one patient;
   4. a patient-id pattern in the file name, ``--subject REGEX`` (``pattern``); the default,
      :data:`DEFAULT_SUBJECT_PATTERN`, recognises ids such as ``P001`` or ``2024-0012`` and
      never camera names (``IMG_4411``, ``DSC01234``, ``PXL_…``, ``Screenshot …``) or dates
@@ -195,6 +197,25 @@ def subject_from_name(path: str | Path, pattern: str | re.Pattern[str] | None = 
 
 _TOKENS = re.compile(r"[^A-Za-z0-9]+")
 
+# Folder names that say when or with what a photo was taken, never whose scalp it shows.
+_NOT_PATIENT_FOLDER = re.compile(
+    r"(?i)^(?:"
+    r"\d{4}[-_. ]?\d{2}([-_. ]?\d{2})?([-_. T]+\d{2}[-_.:h]?\d{2}([-_.:m]?\d{2})?s?)?"  # 2024-11-25, 20241125_1030
+    r"|\d{1,2}[-_. ]\d{1,2}[-_. ]\d{2,4}"  # 25.11.2024
+    r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*[-_ ]?\d{2,4}"  # nov-2024
+    r"|dcim|camera|camera roll|screenshots|pictures|photos|images|img|upload|uploads|export|exports|originals"
+    r"|\d{3}[a-z_]{5}"  # DCF camera folders: 100APPLE, 101MSDCF, 100_FUJI
+    r")$"
+)
+
+
+def _patient_folder(parts: Sequence[str]) -> str | None:
+    """The first folder below the input folder that can name a patient (not a date or camera folder)."""
+    for part in parts:
+        if not _NOT_PATIENT_FOLDER.match(part):
+            return part
+    return None
+
 
 def _on_sheet(names: Iterable[str], sheet: Mapping[str, str]) -> str | None:
     for name in names:
@@ -213,8 +234,9 @@ def _subject_of(
         found = _on_sheet([*reversed(rel_parts), stem, *(t for t in _TOKENS.split(stem) if t)], sheet)
         if found is not None:
             return found, "intake"
-    if rel_parts:
-        return rel_parts[0], "folder"
+    folder = _patient_folder(rel_parts)
+    if folder is not None:
+        return folder, "folder"
     subject = subject_from_name(photo, pattern)
     if subject is not None:
         return subject, "pattern"

@@ -279,6 +279,21 @@ def test_who_is_who_manifest_intake_folder_pattern_unknown(tmp_path: Path) -> No
         "Bob_front.jpg": ("BOB", "intake"),
     }
     assert [Path(j.image).name for j in found.unknown_patients()] == ["20240115_103045.jpg", "IMG_4411.HEIC", "IMG_4412.HEIC"]
+    # Day and camera folders are never patients: the next folder down, or the file name, says who.
+    for name in ("2024-11-25/P003/IMG_0004.jpg", "2024-11-25/P004_top.jpg", "DCIM/100APPLE/IMG_0005.HEIC",
+                 "20241126/IMG_0006.jpg"):
+        path = photos / "day" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_textured(32, 32, 1)).save(path, format="JPEG")
+    found = discover_inputs([photos / "day"])
+    got = {Path(j.image).relative_to((photos / "day").resolve()).as_posix(): (j.subject, j.subject_source)
+           for j in found.jobs}
+    assert got == {
+        "2024-11-25/P003/IMG_0004.jpg": ("P003", "folder"),
+        "2024-11-25/P004_top.jpg": ("P004", "pattern"),
+        "DCIM/100APPLE/IMG_0005.HEIC": (None, "unknown"),
+        "20241126/IMG_0006.jpg": (None, "unknown"),
+    }
     with pytest.raises(InputError, match="--subject"):
         discover_inputs([photos], subject_pattern="P(")
     manifest = photos / "manifest.csv"

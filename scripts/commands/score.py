@@ -30,7 +30,8 @@ Exit code: 0 when every photo is ok, 1 when some are error or recapture, 2 for b
 arguments (missing input or model, bad intake sheet, bad --shard or --subject).
 A photo's patient is the manifest's subject column, else a name on the intake sheet (a
 folder or a file name token), else the folder directly under the input folder
-(photos/P001/IMG_4411.HEIC -> P001), else a patient id in the file name (--subject REGEX;
+(photos/P001/IMG_4411.HEIC -> P001; date and camera folders such as 2024-11-25 or DCIM
+are passed over), else a patient id in the file name (--subject REGEX;
 the default finds P001 or 2024-0012 and never camera names like IMG_4411 or dates). A photo
 whose patient is unknown is a patient of its own, never pooled with others.
 --tta averages each photo's logits with those of its mirror (flip, the default), of its
