@@ -113,9 +113,10 @@ def _machine() -> str:
 def _real_manifests(side: int) -> tuple[Path, Path]:
     for part in ("train", "valid"):
         if not (NORWOOD / part / "manifest.csv").is_file():
-            raise SystemExit(f"{NORWOOD / part / 'manifest.csv'} is missing; import the data set "
-                             "first: scalpscan import roboflow ../shared/datasets/hairloss-norwood/"
-                             f"{part} --out local/norwood/{part}")
+            raise SystemExit(f"{NORWOOD / part / 'manifest.csv'} is missing; import the data "
+                             "set first (the Roboflow export of docs/ml-engineers.md, 'The "
+                             f"Norwood photos'): scalpscan import roboflow PATH_TO_EXPORT/{part} "
+                             f"--out local/norwood/{part}")
     from scalpscan.data.resize import cached_manifest
 
     return tuple(cached_manifest(NORWOOD / part / "manifest.csv", CACHE, side)
@@ -223,10 +224,10 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _overrides(items: list[str]) -> dict[str, Any]:
-    """``--set key=value`` items as a mapping, values parsed like the config does."""
-    import yaml
+    """``--set key=value`` items as a mapping, values parsed as the config parses them."""
+    from scalpscan.training.config import parse_override
 
-    return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
+    return dict(parse_override(item) for item in items)
 
 
 def _run_config(run: Path) -> dict[str, Any]:

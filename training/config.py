@@ -47,6 +47,7 @@ __all__ = [
     "read_recipe",
     "describe_config",
     "apply_overrides",
+    "parse_override",
     "config_from_dict",
     "config_to_dict",
     "save_config",
@@ -311,7 +312,13 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` as given to ``--set``: the key and the value read as YAML (numbers
+    such as ``1e-3`` included).
+
+    Raises:
+        ConfigError: for text without ``=`` or with an empty key.
+    """
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key=value, e.g. lr=3e-4")
     key, _, raw = text.partition("=")
@@ -341,7 +348,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         return config
     values = config_to_dict(config)
     for text in overrides:
-        key, value = _parse_override(text)
+        key, value = parse_override(text)
         try:
             _set(values, key, value)
         except ConfigError as exc:

@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from scalpscan.data.files import write_text_atomic
 from scalpscan.data.manifest import read_manifest, write_manifest
 from scalpscan.data.splits import fold_subjects
 from scalpscan.models.checkpoint import save_checkpoint
@@ -53,7 +52,7 @@ from .config import TrainConfig, save_config
 from .datasets import data_fingerprint, read_train_extra
 from .distributed import DistInfo, resolve_device
 from .errors import TrainingError
-from .evaluation import calibrated, column_values, json_safe, run_calibration, run_outputs
+from .evaluation import calibrated, column_values, run_calibration, run_outputs, write_json
 from .state import claim_run_folder, previous_run_files
 from .metrics import Predictions, compute_metrics, metrics_by
 from .plots import plot_all
@@ -79,10 +78,6 @@ def concat_predictions(parts: Sequence[Predictions]) -> Predictions:
 
 def _fold_dir(run_dir: Path, fold: int) -> Path:
     return run_dir / f"fold_{fold + 1}"
-
-
-def _write_json(path: Path, value: Any) -> None:
-    write_text_atomic(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
 
 
 def _cv_files(run_dir: Path) -> list[str]:
@@ -159,7 +154,7 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
         state["fold_seconds"] = dict(saved.get("fold_seconds", {}))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
-    _write_json(state_path, state)
+    write_json(state_path, state)
 
     for fold in range(config.folds):
         train_csv = run_dir / "splits" / f"fold_{fold + 1}.train.csv"
@@ -178,11 +173,11 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
                     log=lambda message, n=fold: log(f"[fold {n + 1}/{config.folds}] {message}"))
         state["done"] = sorted(set(state["done"]) | {fold})
         state["fold_seconds"][str(fold + 1)] = round(time.perf_counter() - start, 1)
-        _write_json(state_path, state)
+        write_json(state_path, state)
 
     _finish_cv(config, run_dir, rows, assignment, fingerprint=fingerprint, log=log)
     state["finished"] = True
-    _write_json(state_path, state)
+    write_json(state_path, state)
     return run_dir
 
 
@@ -266,11 +261,11 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
     folds = _fold_summary(metas)
     out = run_dir / OOF_DIR
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "metrics.json", json_safe({
+    write_json(out / "metrics.json", {
         "folds": config.folds, "photos": len(oof), "persons": len(set(oof.subjects)),
         "calibration": "fitted on these out-of-fold outputs (the ensemble's)",
         "metrics": metrics, "by": {"view": by_view}, "per_fold": folds,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     plot_all(oof, out, temperature=kwargs["temperature"], stage_offsets=kwargs["stage_offsets"])
 
     ensemble = ensemble_of(models)

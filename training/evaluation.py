@@ -44,6 +44,7 @@ __all__ = [
     "recalibrate_run",
     "column_values",
     "json_safe",
+    "write_json",
 ]
 
 
@@ -174,10 +175,7 @@ def evaluate_run(model_path: str | os.PathLike, manifest: str | os.PathLike, *,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "metrics.json",
-                           json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
+        out = write_json(Path(out_dir) / "metrics.json", result).parent
         log_csv = run_dir / LOG_FILE
         plot_all(preds, out, log_csv=log_csv if log_csv.is_file() else None,
                  temperature=meta.get("temperature"), stage_offsets=meta.get("stage_offsets"))
@@ -232,10 +230,7 @@ def compare_runs(model_a: str | os.PathLike, model_b: str | os.PathLike,
                        "fingerprint": data_fingerprint(rows)},
               "tta": tta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "compare.json",
-                          json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
+        write_json(Path(out_dir) / "compare.json", result)
     return result
 
 
@@ -304,10 +299,7 @@ def compare_cross_validations(run_a: str | os.PathLike, run_b: str | os.PathLike
                                          device=device, workers=workers, progress=progress,
                                          ci_draws=ci_draws)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "compare.json",
-                          json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
+        write_json(Path(out_dir) / "compare.json", result)
     return result
 
 
@@ -363,6 +355,11 @@ def recalibrate_run(run_dir: str | os.PathLike, *, batch_size: int = 32, device:
         + " ".join(f"{v:+.2f}" for v in calibration["stage_offsets"])
         + f"; validation stage ECE {metrics['stage']['ece']:.3f}")
     return calibration
+
+
+def write_json(path: Path, value: Any) -> Path:
+    """Write ``value`` as indented JSON (NaN/inf as null), atomically; returns ``path``."""
+    return write_text_atomic(path, json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n")
 
 
 def json_safe(value: Any) -> Any:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scalpscan.training.config import TrainConfig
 
 HELP = "train a model from a manifest (recipes, YAML config + key=value overrides, resumable, torchrun-ready)"
 
@@ -102,8 +107,6 @@ def _list_recipes() -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, then train (or resume); returns the exit code."""
-    from pathlib import Path
-
     from scalpscan.training.config import (
         RECOMMENDED_RECIPE,
         ConfigError,
@@ -170,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cached(config, cache: Path):
+def _cached(config: TrainConfig, cache: Path) -> TrainConfig:
     """``config`` with its manifests replaced by copies resized to its input side in ``cache``."""
     import dataclasses
 
