@@ -455,7 +455,8 @@ def render_cv_report() -> str:
             m.get(k) is not None for m in members) else None) for k in cols}
         mean["photos"] = members[0]["photos"]
         lines += [
-            f"{r['title']}: {rec['backbone']} (ImageNet) at {rec['image_size']} px, "
+            f"{r['title']}, recipe `{r.get('recipe_file', 'training/recipes/cv.yaml')}`: "
+            f"{rec['backbone']} (ImageNet) at {rec['image_size']} px, "
             f"{rec['epochs']} epochs per fold, "
             + (f"{r['renders']} renders ({r['render_size']} px) in every fold's training photos"
                if r.get("renders") else "no renders")
@@ -799,7 +800,8 @@ def render_report() -> str:
             extra = stored["real"].get("renders")
             extra = (f", {extra} renders ({stored['real'].get('render_size')} px, the current "
                      "renderer) added to the training photos" if extra else "")
-            lines += ["", f"Recipe: {rec.get('backbone')} (ImageNet, offline weights) at "
+            lines += ["", f"Recipe `{stored['real'].get('recipe_file', 'training/recipes/real.yaml')}`: "
+                      f"{rec.get('backbone')} (ImageNet, offline weights) at "
                       f"{rec.get('image_size')} px, {rec.get('epochs')} epochs{extra}, "
                       "ordinal stage head, stage loss weighted by "
                       "view (front/top 2, back/sides 0.5), per-person stage = view-weighted mean "

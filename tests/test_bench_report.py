@@ -93,3 +93,18 @@ def test_notes_outside_the_repository_are_refused_and_never_recorded(
     monkeypatch.setattr("sys.argv", ["bench_train", "real", "--notes", "local/n.md",
                                      "--replace-section", "--tag", "_x"])
     assert bench_train._command() == "python -m scalpscan.scripts.bench_train real --tag _x"
+
+
+def test_a_cross_validation_row_names_its_recipe_file_and_what_it_changed(bench: Path) -> None:
+    figures = {"photos": 10, "person_n": 3, **{key: 0.5 for key in (
+        "stage_accuracy", "stage_mae", "stage_qwk", "stage_ece", "stage_ece_floor",
+        "person_accuracy", "person_mae", "person_qwk", "view_accuracy")}}
+    changed = {**bench_train._recipe("cv"), "backbone_lr_scale": 0.3, "threads": 1}
+    (bench_train.RESULTS / "cv5_blr03.json").write_text(json.dumps({
+        "title": "5-fold cross-validation", "recipe_file": "training/recipes/cv.yaml",
+        "recipe": changed, "folds": 5, "oof": {**figures, "persons": 3}, "per_fold": {},
+        "members": [figures] * 5, "ensemble": figures, "train_seconds": 60, "command": "c",
+        "machine": "m", "run": "local/bench/train/runs/cv5_blr03"}))
+    header = bench_train.render_cv_report().splitlines()[2]
+    assert "recipe `training/recipes/cv.yaml`" in header
+    assert "backbone_lr_scale=0.3" in header and "threads" not in header  # machine settings aside
