@@ -107,6 +107,9 @@ def test_list_recipes_prints_one_line_each(capsys: pytest.CaptureFixture[str]) -
 def test_train_refuses_an_unknown_recipe_with_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--recipe", "nope", "--data", "m.csv", "--out", "runs/x"]) == 2
     assert "unknown recipe 'nope'" in capsys.readouterr().err
+    # A resumed run continues with its own saved config, never another recipe.
+    assert main(["train", "--out", "runs/x", "--resume", "--recipe", "real"]) == 2
+    assert "--resume continues with the run's own config.yaml" in capsys.readouterr().err
 
 
 def test_describe_config_says_what_the_defaults_train() -> None:
