@@ -1,6 +1,6 @@
 """Predictor: a trained model, its preprocessing and its decoding, for one photo or many.
 
-    >>> from inference import Predictor, Intake, assess
+    >>> from scalpscan import Predictor, Intake, assess
     >>> predictor = Predictor.load("runs/demo")          # run folder, model.safetensors or model.onnx
     >>> prediction = predictor.predict("photo.jpg")      # path, PIL image or array
     >>> prediction.findings, prediction.stage
@@ -117,7 +117,7 @@ class Prediction:
     masks: dict[str, str] | None = None
 
     def to_row(self) -> dict[str, Any]:
-        """The result row, as ``score`` writes it (see DESIGN.md "Result rows")."""
+        """The result row, as ``score`` writes it (see docs/formats.md "Result rows")."""
         row = {name: getattr(self, name) for name in ROW_FIELDS}
         if row["masks"] is None:
             del row["masks"]

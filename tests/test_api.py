@@ -1,4 +1,4 @@
-"""The Python API exactly as DESIGN.md shows it."""
+"""The Python API exactly as docs/scripts.md shows it."""
 
 from __future__ import annotations
 

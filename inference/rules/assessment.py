@@ -75,7 +75,8 @@ class Assessment:
     models: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: DESIGN's "assessment" fields first, then what is unknown, then the rest."""
+        """JSON-ready form: a result row's "assessment" fields (docs/formats.md) first, then what is
+        unknown, then the rest."""
         data = asdict(self)
         data["reasons"] = [r.to_dict() for r in self.reasons]
         first = ("decision", "recommendations", "focus_zones", "cautions", "reasons", "not_assessed")

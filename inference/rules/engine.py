@@ -605,7 +605,7 @@ def assess(predictions: Iterable[Any], intake: Intake | None = None, *, rules: R
     """Assess one patient from all of their photos.
 
     Args:
-        predictions: the patient's result rows (dicts as in DESIGN "Result rows"), or objects
+        predictions: the patient's result rows (dicts, see docs/formats.md "Result rows"), or objects
             with ``.to_row()``. Rows with status other than "ok" are left out, and said so. A
             row's ``not_assessed`` outputs (and any null condition, stage or zones) are
             unknown: never taken as absent or present.
@@ -616,7 +616,8 @@ def assess(predictions: Iterable[Any], intake: Intake | None = None, *, rules: R
         visit_date: the day of this visit (needed with ``prior``).
 
     Returns:
-        The assessment; ``to_dict()`` gives DESIGN's "assessment" object plus the extra fields.
+        The assessment; ``to_dict()`` gives a result row's "assessment" object (docs/formats.md)
+        plus the extra fields. docs/rules.md says how each decision is reached.
 
     Raises:
         ValueError: ``prior`` without ``visit_date``.
