@@ -31,7 +31,7 @@ EPILOG = """\
 examples:
   scalpscan demo                                   # the whole path on synthetic data
   scalpscan synth out/synth --n 1000 --seed 0
-  scalpscan import roboflow ../shared/datasets/hairloss-norwood/train --out data/norwood
+  scalpscan import roboflow PATH_TO_EXPORT/train --out data/norwood
   scalpscan train --data out/synth/manifest.csv --out runs/demo --backbone tiny
   scalpscan score photos/ --model runs/demo --out results.jsonl --intake intake.csv
   scalpscan report results.jsonl --out reports/ --intake intake.csv

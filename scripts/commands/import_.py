@@ -19,10 +19,10 @@ HELP = "import labelled photos (imagefolder, roboflow, coco) into a manifest, op
 EPILOG = """\
 examples:
   # Roboflow classification export (one split folder with _classes.csv)
-  scalpscan import roboflow ../shared/datasets/hairloss-norwood/train --out local/norwood/train
+  scalpscan import roboflow PATH_TO_EXPORT/train --out local/norwood/train
 
   # ... split by person into train.csv / val.csv / test.csv, with the leakage report
-  scalpscan import roboflow ../shared/datasets/hairloss-norwood/train --out local/norwood/split \\
+  scalpscan import roboflow PATH_TO_EXPORT/train --out local/norwood/split \\
       --split 0.7,0.15,0.15 --seed 0
 
   # ImageFolder tree, class per folder; map folder names the defaults do not know
