@@ -275,12 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
     text = render_section(results)
     print(text)
-    try:
-        from scalpscan.scripts.benchmarks import write_section
-    except ImportError:  # the shared writer arrives with the benchmark scripts' refactor
-        write_section = None
-    if write_section is not None:
-        write_section(MARKER, text)
+    from scalpscan.scripts.benchmarks import write_section
+
+    write_section(REPO / "BENCHMARKS.md", MARKER, text)
     return 0
 
 
