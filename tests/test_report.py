@@ -471,3 +471,27 @@ def test_findings_table_shows_the_models_calibrated_threshold(tmp_path: Path) ->
     findings = page[page.index('id="findings"'):]
     thinning_row = findings[findings.index("thinning"):].split("</tr>")[0]
     assert "0.83" in thinning_row and "0.50" not in thinning_row
+
+
+def test_a_callers_assessment_with_prior_visits_is_the_one_shown(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from scalpscan.inference.report import patient_context, patient_record, render_patient
+    from scalpscan.inference.rules import PriorVisit, assess, load_rules
+
+    make_photo(tmp_path / "a.jpg")
+    rows = [result_row("a.jpg")]  # crown 62 % loss today
+    rules = load_rules()
+    prior = (PriorVisit(date=dt.date(2025, 1, 10), zones={"crown": 0.20}, stage=3),)
+    assessment = assess(rows, None, rules=rules, prior=prior, visit_date=dt.date(2026, 1, 10))
+    assert any("progress" in r.rule for r in assessment.reasons)
+    html, shown = render_patient(rows, rules=rules, base=tmp_path, assessment=assessment)
+    assert shown is assessment
+    progression = next(r.text for r in assessment.reasons if "progress" in r.rule)
+    assert progression in _Page(html).content
+    alone, _ = render_patient(rows, rules=rules, base=tmp_path)
+    assert progression not in _Page(alone).content  # the rows alone know no earlier visit
+    context = patient_context(rows, rules=rules, base=tmp_path, assessment=assessment, label="Ann", known=False)
+    record = patient_record(context)
+    assert record["label"] == "Ann" and record["patient_known"] is False and record["subject"] is None
+    assert record["reasons"] == [{"rule": r.rule, "text": r.text, "evidence": r.evidence} for r in assessment.reasons]

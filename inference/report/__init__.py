@@ -7,6 +7,7 @@ from scalpscan.inference.report.pdf import PdfError, find_engine, write_pdf
 from scalpscan.inference.report.render import (
     PATIENTS_FILE,
     group_patients,
+    patient_context,
     patient_filename,
     patient_record,
     render_index,
@@ -22,6 +23,7 @@ __all__ = [
     "ResultsError",
     "find_engine",
     "group_patients",
+    "patient_context",
     "patient_filename",
     "patient_record",
     "read_results",

@@ -54,6 +54,7 @@ __all__ = [
     "render_patient",
     "render_index",
     "patient_filename",
+    "patient_context",
     "patient_record",
     "group_patients",
 ]
@@ -258,6 +259,48 @@ def _patient_context(
     }
 
 
+def patient_context(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    assessment: Assessment | None = None,
+    intake: Intake | None = None,
+    rules: Rules | None = None,
+    base: Path | None = None,
+    label: str | None = None,
+    known: bool | None = None,
+) -> dict[str, Any]:
+    """What one patient's page shows: the values its template reads, and that
+    :func:`patient_record` turns into the patient's machine-readable assessment.
+
+    For a caller that shows the page in its own frame, or assesses the rows itself (the clinic
+    app assesses a visit with the patient's earlier visits as ``prior``).
+
+    Args:
+        rows: all of the patient's result rows.
+        assessment: the patient's assessment as the caller made it (None: the rows are
+            assessed with ``intake`` and ``rules`` alone).
+        intake: the patient's intake answers, if any.
+        rules: candidacy rules (None: the defaults).
+        base: folder that relative photo and mask paths are relative to.
+        label: the patient's name on the page (default: the rows' subject).
+        known: whether the patient is known (False flags the page: a photo of its own);
+            None: known when the assessment has a subject.
+
+    Returns:
+        ``subject`` (the label shown), ``a`` (the `Assessment`), ``photos`` (each with its
+        ``figure``), ``findings``, ``zones``, ``known``, ``grouping``, ``not_assessed``,
+        ``unvalidated`` and the rest of what ``patient.html.j2`` shows.
+    """
+    rules = rules or load_rules()
+    rows = [dict(r) for r in rows]
+    if assessment is None:
+        assessment = assess(rows, intake, rules=rules)
+    if known is None:
+        known = assessment.subject is not None
+    subject = label or assessment.subject or "Unknown patient"
+    return _patient_context(subject, rows, assessment, intake, rules, base, known)
+
+
 def _patient_page(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -267,16 +310,13 @@ def _patient_page(
     index_href: str | None,
     label: str | None,
     known: bool | None,
+    assessment: Assessment | None = None,
 ) -> tuple[str, Assessment, dict[str, Any]]:
-    rows = [dict(r) for r in rows]
-    assessment = assess(rows, intake, rules=rules)
-    if known is None:
-        known = assessment.subject is not None
-    subject = label or assessment.subject or "Unknown patient"
+    context = patient_context(rows, assessment=assessment, intake=intake, rules=rules, base=base, label=label,
+                              known=known)
     env, css, csp = _environment()
-    context = _patient_context(subject, rows, assessment, intake, rules, base, known)
     html = env.get_template("patient.html.j2").render(css=css, csp=csp, index_href=index_href, **context)
-    return html, assessment, context
+    return html, context["a"], context
 
 
 def render_patient(
@@ -288,6 +328,7 @@ def render_patient(
     index_href: str | None = "index.html",
     label: str | None = None,
     known: bool | None = None,
+    assessment: Assessment | None = None,
 ) -> tuple[str, Assessment]:
     """One patient's page (HTML text) and the assessment it shows.
 
@@ -300,9 +341,12 @@ def render_patient(
         label: the patient's name on the page (default: the rows' subject).
         known: whether the patient is known (False flags the page: a photo of its own);
             None: known when the rows carry a subject.
+        assessment: the assessment to show, made by the caller, e.g. with the patient's
+            earlier visits as ``prior`` (None: the rows are assessed with ``intake`` alone).
     """
     html, assessment, _ = _patient_page(
-        rows, intake=intake, rules=rules or load_rules(), base=base, index_href=index_href, label=label, known=known
+        rows, intake=intake, rules=rules or load_rules(), base=base, index_href=index_href, label=label, known=known,
+        assessment=assessment,
     )
     return html, assessment
 
@@ -311,7 +355,7 @@ def patient_record(context: Mapping[str, Any], *, page: str | None = None, pdf: 
     """The machine-readable assessment of one patient: every field the patient page shows.
 
     Args:
-        context: the page's context (from rendering it).
+        context: the page's context (:func:`patient_context`).
         page: the page's file name; pdf: the PDF's file name, when written.
 
     Returns:
