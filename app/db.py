@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    true,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
@@ -80,12 +81,18 @@ class LoginSession(Base):
 
 
 class Patient(Base):
-    """A patient: ``key`` is the clinic's patient id (the ``subject`` of result rows)."""
+    """A patient: ``key`` is the clinic's patient id (the ``subject`` of result rows).
+
+    ``known`` is False for a patient of unknown identity: one imported photo that nothing
+    named (no manifest subject, intake sheet entry, per-patient folder or patient id in its
+    name). It is a patient of its own, flagged on every page, never pooled with another photo.
+    """
 
     __tablename__ = "patients"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(120), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
+    known: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     visits: Mapped[list[Visit]] = relationship(
         back_populates="patient", cascade="all, delete-orphan", passive_deletes=True,
@@ -123,6 +130,9 @@ class Photo(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     ext: Mapped[str] = mapped_column(String(8))
     original_name: Mapped[str] = mapped_column(String(255), default="")
+    # How an import found the photo's patient (a key of inference.inputs.SUBJECT_SOURCES);
+    # None for an upload, whose visit's patient record names the patient.
+    subject_source: Mapped[str | None] = mapped_column(String(12), nullable=True)
     status: Mapped[str] = mapped_column(String(12), default="pending", index=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

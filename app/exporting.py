@@ -34,10 +34,12 @@ def patient_json(patient: Patient, rules: Rules) -> dict[str, Any]:
                        "eczema_active": intake.eczema_active, "psoriasis_active": intake.psoriasis_active,
                        "notes": intake.notes},
             "photos": [{"id": p.id, "sha256": p.sha256, "name": p.original_name, "status": p.status,
-                        "result": p.result} for p in visit.photos],
+                        "subject_source": p.subject_source, "result": p.result} for p in visit.photos],
             "assessment": None if pending else assess_visit(visit, rules).to_dict(),
         })
+    # "known": False marks a patient of unknown identity (one imported photo that nothing named).
     return {"format": EXPORT_FORMAT, "patient": {"id": patient.id, "key": patient.key, "name": patient.name,
+                                                 "known": patient.known,
                                                  "created_at": patient.created_at.isoformat()},
             "rules": {"name": rules.name, "version": rules.version}, "visits": visits}
 

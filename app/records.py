@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from scalpscan.app.db import Visit
-from scalpscan.data.vocab import VIEWS, ZONES
+from scalpscan.app.db import Patient, Visit
+from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
 from scalpscan.inference.intake import Intake
 from scalpscan.inference.rules import Assessment, PriorVisit, Rules, assess, zone_changes
 
@@ -20,16 +20,26 @@ __all__ = [
     "visit_intake",
     "visit_rows",
     "visit_progress",
+    "visit_limits",
+    "patient_label",
     "prior_visits",
     "assess_visit",
     "compare_visits",
     "newest_first",
 ]
 
+def patient_label(patient: Patient) -> str:
+    """The patient's name on the pages: their id, or for a patient of unknown identity the
+    name the import gave them (``Unknown patient · photo name``)."""
+    return patient.key if patient.known else (patient.name or "Unknown patient")
+
+
 def visit_intake(visit: Visit) -> Intake:
     """The visit's intake answers, as the rules read them."""
+    patient = visit.patient
     return Intake(sex=visit.sex, keloid_history=visit.keloid_history, eczema_active=visit.eczema_active,
-                  psoriasis_active=visit.psoriasis_active, notes=visit.notes or "", subject=visit.patient.key)
+                  psoriasis_active=visit.psoriasis_active, notes=visit.notes or "",
+                  subject=patient.key if patient.known else None)
 
 
 def visit_rows(visit: Visit) -> list[dict[str, Any]]:
@@ -40,6 +50,24 @@ def visit_rows(visit: Visit) -> list[dict[str, Any]]:
 def visit_progress(visit: Visit) -> tuple[int, int]:
     """(photos scored, photos in the visit)."""
     return sum(p.status != "pending" for p in visit.photos), len(visit.photos)
+
+
+def visit_limits(visit: Visit, assessment: Assessment) -> tuple[list[str], list[str]]:
+    """``(not_assessed, unvalidated)`` output names, as the visit's report page says them.
+
+    Not assessed: what the model does not assess (the rows' ``not_assessed``) or what no
+    usable photo gave (the assessment's); shown as "not assessed", never as 0 % or absent.
+    Unvalidated: what the model learned from rendered photos only (the rows' ``unvalidated``),
+    marked "not validated on real photos".
+    """
+    listed: dict[str, None] = {}
+    unvalidated: dict[str, None] = {}
+    for row in visit_rows(visit):
+        for key, names in (("not_assessed", listed), ("unvalidated", unvalidated)):
+            if isinstance(row.get(key), list):
+                names.update((str(n), None) for n in row[key])
+    not_assessed = list(dict.fromkeys([*listed, *assessment.not_assessed]))
+    return not_assessed, [n for n in unvalidated if n not in not_assessed]
 
 
 def _earlier(visit: Visit) -> list[Visit]:
@@ -80,33 +108,52 @@ def _photo_by_view(visit: Visit) -> dict[str, Any]:
 
 def compare_visits(older: Visit, newer: Visit, rules: Rules) -> dict[str, Any]:
     """Two visits of one patient side by side: per zone the loss fraction at each and its change,
-    the stage at each, the newer visit's progression reasons, and the photos of each view.
+    the stage and the findings at each, the newer visit's progression reasons, and the photos of
+    each view.
 
     Returns:
-        ``{"older", "newer", "a", "b", "days", "zones": [...], "stage": {...}, "views": [...],
-        "progression": [reasons]}``; a zone's ``change`` (a fraction) and ``per_year`` (the change
-        scaled to a year) come from the rules engine's ``zone_changes``: None where either visit
-        has no measure.
+        ``{"older", "newer", "a", "b", "days", "zones": [...], "stage": {...}, "findings": [...],
+        "limits": {...}, "views": [...], "progression": [reasons]}``; a zone's ``change`` (a
+        fraction) and ``per_year`` (the change scaled to a year) come from the rules engine's
+        ``zone_changes``: None where either visit has no measure. ``*_assessed`` flags say
+        whether the model assessed an output at that visit (False: shown as "not assessed",
+        never as 0 % or absent); ``unvalidated`` marks a finding learned from rendered photos only.
     """
     if (older.date, older.id) > (newer.date, newer.id):
         older, newer = newer, older
     a = assess_visit(older, rules)
     b = assess_visit(newer, rules)
+    limits = {"a": visit_limits(older, a), "b": visit_limits(newer, b)}
+    missing = {side: set(limits[side][0]) for side in ("a", "b")}
+    unvalidated = set(limits["a"][1]) | set(limits["b"][1])
     days = (newer.date - older.date).days
     before, after = _zone_losses(a), _zone_losses(b)
     measured = zone_changes(after, PriorVisit(date=older.date, zones=before, stage=a.stage), visit_date=newer.date)
+    loss_assessed = {side: not {"zones", "hairloss"} & missing[side] for side in ("a", "b")}
     zones = []
     for zone in ZONES:
         info = measured.get(zone, {})
         x, y = before[zone], after[zone]
-        zones.append({"zone": zone, "a": x, "b": y, "change": info.get("change"), "per_year": info.get("per_year")})
+        zones.append({"zone": zone, "a": x, "b": y, "change": info.get("change"), "per_year": info.get("per_year"),
+                      "a_assessed": loss_assessed["a"], "b_assessed": loss_assessed["b"]})
+    findings = []
+    for condition in CONDITIONS:
+        entry: dict[str, Any] = {"name": condition, "unvalidated": condition in unvalidated}
+        for side, assessment in (("a", a), ("b", b)):
+            assessed = condition not in missing[side] and assessment.conditions.get(condition) is not None
+            entry[side] = assessment.conditions.get(condition) if assessed else None
+            entry[f"{side}_found"] = (condition in assessment.findings) if assessed else None
+            entry[f"{side}_assessed"] = assessed
+        findings.append(entry)
     views_a, views_b = _photo_by_view(older), _photo_by_view(newer)
     views = [{"view": v, "a": views_a.get(v), "b": views_b.get(v)} for v in VIEWS if v in views_a or v in views_b]
     progression = [r for r in b.reasons if "progress" in r.rule]
     return {
         "older": older, "newer": newer, "a": a, "b": b, "days": days, "zones": zones,
         "stage": {"a": a.stage, "b": b.stage,
+                  "a_assessed": "stage" not in missing["a"], "b_assessed": "stage" not in missing["b"],
                   "change": (b.stage - a.stage) if a.stage is not None and b.stage is not None else None},
+        "findings": findings, "limits": limits,
         "views": views, "progression": progression,
     }
 

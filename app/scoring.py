@@ -26,6 +26,12 @@ __all__ = ["Scorer"]
 _log = logging.getLogger("scalpscan.app")
 
 
+def _subject(photo: Photo) -> str | None:
+    """The subject of the photo's rows: the patient id, or None for a patient of unknown identity."""
+    patient = photo.visit.patient
+    return patient.key if patient.known else None
+
+
 class Scorer:
     """Scores pending photos in a background thread.
 
@@ -108,10 +114,11 @@ class Scorer:
             predictor = self.predictor()
             jobs, intakes = [], {}
             for photo in photos:
-                subject = photo.visit.patient.key
-                # For the rows' photo-level assessments; the visit's own assessment reads its
-                # intake again when shown, so a patient's two visits in one batch lose nothing.
-                intakes.setdefault(subject, visit_intake(photo.visit))
+                subject = _subject(photo)
+                if subject is not None:
+                    # For the rows' photo-level assessments; the visit's own assessment reads its
+                    # intake again when shown, so a patient's two visits in one batch lose nothing.
+                    intakes.setdefault(subject, visit_intake(photo.visit))
                 jobs.append(PhotoJob(image=str(self._store.path(photo.sha256, photo.ext)), subject=subject,
                                      shard_key=photo.sha256))
             rows = list(score_jobs(predictor, jobs, batch_size=self.batch_size, intakes=intakes))
@@ -119,8 +126,9 @@ class Scorer:
             for photo, row in zip(photos, rows):
                 row = dict(row)
                 row["image"] = self._store.relative(photo.sha256, photo.ext)
-                row["subject"] = photo.visit.patient.key
-                row["subject_source"] = "given"  # the visit's patient record names the patient
+                row["subject"] = _subject(photo)
+                # How an import found the patient; for an upload, the visit's patient record names them.
+                row["subject_source"] = photo.subject_source or "given"
                 photo.result = row
                 photo.status = row.get("status") or "error"
                 photo.scored_at = now

@@ -32,11 +32,20 @@ from scalpscan.app import exporting
 from scalpscan.app.auth import check_password, end_session, find_session, new_token, start_session, tokens_match
 from scalpscan.app.config import AppConfig
 from scalpscan.app.db import AuditEntry, LoginSession, Patient, Photo, Visit, open_database
-from scalpscan.app.records import assess_visit, compare_visits, newest_first, visit_intake, visit_progress
+from scalpscan.app.records import (
+    assess_visit,
+    compare_visits,
+    newest_first,
+    patient_label,
+    visit_intake,
+    visit_limits,
+    visit_progress,
+)
 from scalpscan.app.store import PhotoStore, UploadError, check_photo
 from scalpscan.app.scoring import Scorer
 from scalpscan.inference.intake import parse_sex
-from scalpscan.inference.report.render import DECISION_COLOURS
+from scalpscan.inference.report import patient_context
+from scalpscan.inference.report.render import DECISION_COLOURS, OUTPUT_NAMES
 from scalpscan.inference.rules import load_rules
 
 __all__ = ["create_app", "SESSION_COOKIE", "CSP"]
@@ -121,6 +130,8 @@ def _environment() -> Environment:
     env.filters["points"] = lambda v: "–" if v is None else f"{v * 100:+.0f} pts"
     env.filters["signed"] = lambda v: "–" if v is None else f"{v:+d}"
     env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M") if isinstance(v, dt.datetime) else str(v)
+    env.filters["output"] = lambda v: OUTPUT_NAMES.get(str(v), str(v).replace("_", " "))
+    env.filters["patient"] = patient_label
     env.globals["decision_colours"] = DECISION_COLOURS
     return env
 
@@ -375,8 +386,10 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
             for visit in newest_first(patient.visits):
                 scored, total = visit_progress(visit)
                 assessment = assess_visit(visit, rules) if scored == total and total else None
+                not_assessed, unvalidated = visit_limits(visit, assessment) if assessment else ([], [])
                 visits.append({"v": visit, "scored": scored, "total": total, "a": assessment,
-                               "label": rules.label("decisions", assessment.decision) if assessment else None})
+                               "label": rules.label("decisions", assessment.decision) if assessment else None,
+                               "not_assessed": not_assessed, "unvalidated": unvalidated})
             audit(db, login, "view patient", f"patient {patient.id}", patient.key)
             db.commit()
             return page("app_patient.html.j2", login, patient=patient, visits=visits)
@@ -508,7 +521,7 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
         return await run_in_threadpool(run)
 
     def visit_actions(visit: Visit) -> list[tuple[str, str]]:
-        actions = [(f"/patients/{visit.patient_id}", "← " + visit.patient.key),
+        actions = [(f"/patients/{visit.patient_id}", "← " + patient_label(visit.patient)),
                    (f"/visits/{visit.id}/report.pdf", "Export PDF"),
                    (f"/patients/{visit.patient_id}/export.json", "Export all data (JSON)")]
         others = [v for v in newest_first(visit.patient.visits) if v.id != visit.id]
@@ -518,16 +531,14 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
         return actions
 
     def report_context(visit: Visit) -> dict[str, Any]:
-        # The report page's own context builder, given the assessment made with the patient's
-        # earlier visits (render_patient assesses the rows alone).
-        from scalpscan.inference.report.render import _patient_context
-
-        rows = [dict(p.result, _photo=p) for p in visit.photos if p.status != "pending" and p.result]
-        assessment = assess_visit(visit, rules)
-        context = _patient_context(visit.patient.key, [{k: v for k, v in r.items() if k != "_photo"} for r in rows],
-                                   assessment, visit_intake(visit), rules, config.data_dir)
-        for photo, row in zip(context["photos"], rows):
-            photo["figure"].name = row["_photo"].original_name  # the stored file is named by its hash
+        # The report page's values, with the visit's assessment made with the patient's earlier
+        # visits as prior (so measured progression shows), for the report template in the app's frame.
+        photos = [p for p in visit.photos if p.status != "pending" and p.result]
+        context = patient_context([p.result for p in photos], assessment=assess_visit(visit, rules),
+                                  intake=visit_intake(visit), rules=rules, base=config.data_dir,
+                                  label=patient_label(visit.patient), known=visit.patient.known)
+        for shown, photo in zip(context["photos"], photos):
+            shown["figure"].name = photo.original_name  # the stored file is named by its hash
         return context
 
     @app.get("/visits/{vid}")
@@ -540,7 +551,7 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
             db.commit()
             if scored < total:
                 return page("app_visit_progress.html.j2", login, visit=visit, scored=scored, total=total,
-                            actions=[(f"/patients/{visit.patient_id}", "← " + visit.patient.key)])
+                            actions=[(f"/patients/{visit.patient_id}", "← " + patient_label(visit.patient))])
             context = report_context(visit)
             return page("patient.html.j2", login, index_href=None, csp="", css="",
                         actions=visit_actions(visit), visit=visit, **context)
@@ -604,7 +615,7 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
             audit(db, login, "compare visits", f"patient {pid}", f"visits {a} and {b}")
             db.commit()
             return page("app_compare.html.j2", login, patient=patient, c=result, rules=rules,
-                        actions=[(f"/patients/{pid}", "← " + patient.key)])
+                        actions=[(f"/patients/{pid}", "← " + patient_label(patient))])
 
     @app.get("/audit")
     def audit_view(request: Request) -> Response:

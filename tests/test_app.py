@@ -463,3 +463,185 @@ def test_serve_imports_score_results_from_the_command_line(tmp_path: Path, capsy
         assert (visit.date, visit.sex, visit.keloid_history) == (dt.date(2026, 3, 1), "female", True)
     assert main(["serve", "--data", str(clinic), "--import", str(tmp_path / "missing.jsonl"), "--import-only"]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- who is who on import
+
+
+def test_imported_photos_with_no_known_patient_are_each_a_flagged_patient_of_their_own(
+        app, client: TestClient, tmp_path: Path) -> None:
+    from scalpscan.app.importer import import_folder
+
+    day = tmp_path / "day"
+    (day / "P2").mkdir(parents=True)
+    (day / "P2" / "IMG_0001.jpg").write_bytes(photo_bytes(1))  # a per-patient folder
+    (day / "P001_top.jpg").write_bytes(photo_bytes(2))  # a patient id in the name
+    (day / "P001_front.jpg").write_bytes(photo_bytes(3))
+    # Camera names and a phone's date-time name say nothing about who: never one pooled patient.
+    for n, name in enumerate(("IMG_4411.jpg", "IMG_4412.jpg", "20240115_103045.jpg")):
+        (day / name).write_bytes(photo_bytes(10 + n))
+    with app.state.sessions() as db:
+        summary = import_folder(db, PhotoStore(tmp_path / "clinic"), [day], date=dt.date(2026, 2, 1))
+    assert (summary.photos, summary.visits, summary.patients_created) == (6, 5, 5)
+    assert sorted(summary.unknown_patients) == ["20240115_103045.jpg", "IMG_4411.jpg", "IMG_4412.jpg"]
+    assert "patient unknown for 3 photo(s), each a patient of its own" in summary.describe()
+    with app.state.sessions() as db:
+        patients = {p.key: p for p in db.query(Patient)}
+        unknown = [p for p in patients.values() if not p.known]
+        assert sorted(k for k, p in patients.items() if p.known) == ["P001", "P2"]
+        assert len(unknown) == 3 and all(len(p.visits) == 1 and len(p.visits[0].photos) == 1 for p in unknown)
+        assert sorted(p.name for p in unknown) == ["Unknown patient · 20240115_103045.jpg",
+                                                   "Unknown patient · IMG_4411.jpg", "Unknown patient · IMG_4412.jpg"]
+        sources = {p.original_name: p.subject_source for p in db.query(Photo)}
+        assert sources["IMG_0001.jpg"] == "folder" and sources["P001_top.jpg"] == "pattern"
+        assert sources["IMG_4411.jpg"] == "unknown"
+        lone = next(p for p in unknown if p.name.endswith("IMG_4411.jpg"))
+        lone_id, lone_visit = lone.id, lone.visits[0].id
+    score_all(app)
+    with app.state.sessions() as db:
+        rows = {p.original_name: p.result for p in db.query(Photo)}
+    assert rows["IMG_4411.jpg"]["subject"] is None and rows["IMG_4411.jpg"]["subject_source"] == "unknown"
+    assert rows["P001_top.jpg"]["subject"] == "P001" and rows["P001_top.jpg"]["subject_source"] == "pattern"
+    log_in(client)
+    listing = client.get("/patients").text
+    assert listing.count('class="flag unknown-patient"') == 3
+    assert 'id="unknown-patient"' in client.get(f"/patients/{lone_id}").text
+    report = client.get(f"/visits/{lone_visit}").text
+    assert 'id="unknown-patient"' in report and "it is a patient of its own" in report
+    assert "Unknown patient · IMG_4411.jpg" in report
+    assert client.get(f"/patients/{lone_id}/export.json").json()["patient"]["known"] is False
+
+
+def test_import_reads_the_intake_sheet_and_the_clinics_subject_pattern(app, tmp_path: Path) -> None:
+    from scalpscan.app.importer import import_folder
+
+    day = tmp_path / "day"
+    day.mkdir()
+    (day / "case12-top.jpg").write_bytes(photo_bytes(1))
+    (day / "case12-front.jpg").write_bytes(photo_bytes(2))
+    (day / "Smith crown.jpg").write_bytes(photo_bytes(3))
+    (tmp_path / "intake.csv").write_text("subject,sex,keloid_history,eczema_active,psoriasis_active,notes\n"
+                                         "Smith,female,yes,no,no,\n")
+    with app.state.sessions() as db:
+        summary = import_folder(db, PhotoStore(tmp_path / "clinic"), [day], intake=tmp_path / "intake.csv",
+                                subject_pattern=r"^case(\d+)")
+        assert summary.unknown_patients == []
+        patients = {p.key: p for p in db.query(Patient)}
+        assert sorted(patients) == ["12", "Smith"] and len(patients["12"].visits[0].photos) == 2
+        assert patients["Smith"].visits[0].keloid_history is True
+        assert {p.subject_source for p in patients["Smith"].visits[0].photos} == {"intake"}
+
+
+def test_imported_results_without_a_subject_are_never_pooled(app, tmp_path: Path) -> None:
+    folder = tmp_path / "score"
+    folder.mkdir()
+    rows = []
+    for n, name in enumerate(("IMG_4411.jpg", "IMG_4412.jpg")):
+        (folder / name).write_bytes(photo_bytes(n))
+        rows.append(dict(_row(Path(name), "", 0.3), subject=None, subject_source="unknown"))
+    (folder / "P5_top.jpg").write_bytes(photo_bytes(7))
+    rows.append(dict(_row(Path("P5_top.jpg"), "P5", 0.3), subject_source="pattern"))
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with app.state.sessions() as db:
+        summary = import_results(db, PhotoStore(tmp_path / "clinic"), [folder / "results.jsonl"])
+        assert (summary.photos, summary.visits, len(summary.unknown_patients)) == (3, 3, 2)
+        unknown = [p for p in db.query(Patient) if not p.known]
+        assert len(unknown) == 2 and all(p.visits[0].photos[0].result["subject"] is None for p in unknown)
+        known = db.query(Patient).filter(Patient.key == "P5").one()
+        assert known.visits[0].photos[0].subject_source == "pattern"
+
+
+def test_a_database_of_the_first_schema_is_migrated_and_its_patients_stay_known(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from scalpscan.app.db import _MIGRATIONS, open_database
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(text("INSERT INTO patients (key, name, created_at) VALUES ('P1', '', '2026-01-01')"))
+    engine.dispose()
+    _, sessions = open_database(url)
+    with sessions() as db:
+        assert [(p.key, p.known) for p in db.query(Patient)] == [("P1", True)]
+
+
+# --------------------------------------------------------------------------- what a model cannot assess
+
+
+@pytest.fixture(scope="module")
+def partial_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model whose record says: thinning and zones learned from renders only (not validated on real
+    photos), view from real photos, and alopecia patches, scars, stage and the loss map never trained."""
+    import torch
+
+    from scalpscan.data.vocab import OUTPUTS
+    from scalpscan.models import create_model, inference_meta, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("scalpnet", backbone="tiny", image_size=64)
+    heads = {o: {"trained": {}, "validated": {}} for o in OUTPUTS}
+    heads["view"] = {"trained": {"real": 4}, "validated": {"real": 2}}
+    heads["thinning"] = {"trained": {"rendered": 40}, "validated": {"rendered": 10}}
+    heads["zones"] = {"trained": {"rendered": 40}, "validated": {"rendered": 10}}
+    folder = tmp_path_factory.mktemp("partial")
+    # Threshold 0: thinning is found on every photo, so the finding's flag is always on show.
+    save_checkpoint(folder, model, {**inference_meta(model, input_size=64, thresholds={"thinning": 0.0}),
+                                    "heads": heads})
+    return folder
+
+
+def _cell(html: str, marker: str, end: str = "</tr>") -> str:
+    start = html.index(marker)
+    return html[start:html.index(end, start)]
+
+
+def test_pages_say_not_assessed_and_not_validated_never_0_or_absent(tmp_path: Path, partial_run: Path) -> None:
+    app = make_app(tmp_path, partial_run)
+    with TestClient(app) as client:
+        csrf = log_in(client)
+        pid = new_patient(client, csrf)
+        first = upload(client, csrf, pid, FIVE[:3]).headers["location"]
+        second = upload(client, csrf, pid, [(n, photo_bytes(i + 20)) for i, (n, _) in enumerate(FIVE[:3])],
+                        date="2026-07-10").headers["location"]
+        score_all(app)
+        with app.state.sessions() as db:
+            row = db.query(Photo).first().result
+        assert row["conditions"]["alopecia_patch"] is None and row["stage"] is None
+        assert {"alopecia_patch", "transplant_scar", "stage", "hairloss"} <= set(row["not_assessed"])
+        assert set(row["unvalidated"]) >= {"thinning", "zones"}
+
+        # The visit's report page (the report's own template in the app's frame).
+        report = client.get(second).text
+        assert 'id="not-assessed"' in report and 'id="unvalidated"' in report
+        patch = _cell(report, 'sw-alopecia_patch"')
+        assert "not assessed" in patch and "0.00" not in patch and ">no<" not in patch
+        assert "not validated on real photos" in _cell(report, 'sw-thinning"')
+
+        # The visit list on the patient page.
+        listing = client.get(f"/patients/{pid}").text
+        visit_row = _cell(listing, f'<a href="{second}">')
+        stage_cell = visit_row.split('class="num">')[1].split("</td>")[0]
+        assert "not assessed" in stage_cell and "–" not in stage_cell
+        assert "thinning" in visit_row and "not validated on real photos" in visit_row
+        assert "not assessed: alopecia patches, transplant scars, Norwood stage" in visit_row
+
+        # The comparison of the two visits.
+        a, b = first.rsplit("/", 1)[1], second.rsplit("/", 1)[1]
+        compared = client.get(f"/patients/{pid}/compare?a={a}&b={b}").text
+        stage = compared.split('id="compare-stage"')[1].split("</p>")[0]
+        assert stage.count("not assessed") == 2
+        findings = compared.split('id="compare-findings"')[1].split("</section>")[0]
+        patch = _cell(findings, 'sw-alopecia_patch"')
+        assert patch.count("not assessed") == 2 and "0.00" not in patch and "not found" not in patch
+        thinning = _cell(findings, 'sw-thinning"')
+        assert "not validated on real photos" in thinning and thinning.count("<strong>found</strong>") == 2
+        zones = compared.split('id="compare-zones"')[1].split("</table>")[0]
+        assert "0%" not in zones and "not assessed" in zones
+        assert 'id="limits"' in compared and "Not validated on real photos at 2026-07-10" in compared
