@@ -645,3 +645,20 @@ def test_pages_say_not_assessed_and_not_validated_never_0_or_absent(tmp_path: Pa
         zones = compared.split('id="compare-zones"')[1].split("</table>")[0]
         assert "0%" not in zones and "not assessed" in zones
         assert 'id="limits"' in compared and "Not validated on real photos at 2026-07-10" in compared
+
+
+def test_serve_imports_photos_with_the_subject_pattern_and_names_unknown_patients(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scalpscan.scripts.cli import main
+
+    day = tmp_path / "day"
+    day.mkdir()
+    (day / "case7-top.jpg").write_bytes(photo_bytes(1))
+    (day / "IMG_4411.jpg").write_bytes(photo_bytes(2))
+    clinic = tmp_path / "clinic"
+    assert main(["serve", "--data", str(clinic), "--import", str(day), "--subject", r"^case(\d+)", "--import-only"]) == 0
+    out = capsys.readouterr().out
+    assert "2 new patient(s); patient unknown for 1 photo(s)" in out
+    assert "patient unknown (a patient of its own): IMG_4411.jpg" in out
+    assert main(["serve", "--data", str(clinic), "--import", str(day), "--subject", "(", "--import-only"]) == 2
+    assert "not a valid regular expression" in capsys.readouterr().err

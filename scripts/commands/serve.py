@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="before serving, import a results.jsonl of `scalpscan score` or photos (files, folders); "
                              "repeatable")
     parser.add_argument("--intake", type=Path, default=None, help="intake sheet (CSV) for --import")
+    parser.add_argument("--subject", metavar="REGEX", default=None,
+                        help="--import of photos: patient id in file names, as `scalpscan score --subject` "
+                             "(default finds ids like P001 or 2024-0012); a photo no one names is a patient of its own")
     parser.add_argument("--visit-date", type=dt.date.fromisoformat, default=None,
                         help="date of the visits --import creates (YYYY-MM-DD, default today)")
     parser.add_argument("--import-only", action="store_true", help="import, then exit without serving")
@@ -54,7 +57,7 @@ def run_imports(args: argparse.Namespace, sessions: object, store: object) -> in
     from scalpscan.app.importer import import_folder, import_results
     from scalpscan.inference.intake import IntakeError
     from scalpscan.inference.report.results import ResultsError
-    from scalpscan.inference.inputs import InputError
+    from scalpscan.inference.inputs import DEFAULT_SUBJECT_PATTERN, InputError
 
     for path in args.imports:
         try:
@@ -62,11 +65,15 @@ def run_imports(args: argparse.Namespace, sessions: object, store: object) -> in
                 if path.is_file() and path.suffix == ".jsonl":
                     summary = import_results(db, store, [path], intake=args.intake, date=args.visit_date)
                 else:
-                    summary = import_folder(db, store, [path], intake=args.intake, date=args.visit_date)
+                    pattern = DEFAULT_SUBJECT_PATTERN if args.subject is None else args.subject
+                    summary = import_folder(db, store, [path], intake=args.intake, date=args.visit_date,
+                                            subject_pattern=pattern)
         except (IntakeError, ResultsError, InputError, FileNotFoundError) as exc:
             print(f"scalpscan serve: error: --import {path}: {exc}", file=sys.stderr)
             return 2
         print(f"{path}: {summary.describe()}")
+        for name in summary.unknown_patients[:20]:
+            print(f"  patient unknown (a patient of its own): {name}")
         for line in summary.skipped[:20]:
             print(f"  left out: {line}")
     return 0
