@@ -6,7 +6,12 @@ that every upload was accepted and every photo stored, scored and not lost, time
 (median and 95th percentile of repeated requests), and writes the ``bench_app`` section of
 BENCHMARKS.md.
 
-    python -m scalpscan.scripts.bench_app                     # the shipped model
+It scores with the model that ships in the package (``models/shipped/scalpscan-joint-v1``,
+what ``Predictor.load()`` loads) unless ``--model`` names another. The command recorded in
+BENCHMARKS.md reproduces from a clone: a ``--model`` path (a run folder of one's own, not in
+the repository) is written as ``--model RUN``, and the section names the model by its id.
+
+    python -m scalpscan.scripts.bench_app --repeat 10         # the shipped model
     python -m scalpscan.scripts.bench_app --model runs/demo --uploads 20 --photos 5
 """
 
@@ -29,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["main", "SECTION"]
+__all__ = ["main", "recorded_command", "SECTION"]
 
 #: The BENCHMARKS.md section this script owns.
 SECTION = "bench_app"
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from scalpscan.app.db import Patient, Photo
     from scalpscan.inference.predictor import Predictor
 
-    predictor = Predictor.load(args.model) if args.model else Predictor.load()
+    predictor = Predictor.load(args.model) if args.model else Predictor.load()  # None: the shipped model
     data = Path(tempfile.mkdtemp(prefix="scalpscan-bench-app-"))
     config = AppConfig(data_dir=data, db_url=args.db, max_photos=max(12, args.photos))
     app = create_app(config, predictor=predictor)
@@ -203,10 +208,31 @@ def section(figures: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recorded_command(argv: list[str]) -> str:
+    """The command line written into BENCHMARKS.md: ``argv`` without ``--no-write``, and a
+    ``--model`` that is a path rather than a shipped model's name written as ``RUN``."""
+    from scalpscan.models.shipped import list_shipped
+
+    shipped = {m.name for m in list_shipped()}
+    shown: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--no-write":
+            continue
+        if arg == "--model" or arg.startswith("--model="):
+            value = arg.split("=", 1)[1] if "=" in arg else next(args, "")
+            shown += ["--model", value if value in shipped else "RUN"]
+            continue
+        shown.append(arg)
+    return "python -m scalpscan.scripts.bench_app" + "".join(f" {a}" for a in shown)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: run, print the section, write it into BENCHMARKS.md."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="run folder or model file (default: the shipped model)")
+    parser.add_argument("--model", default=None,
+                        help="a shipped model's name, a run folder or a model file (default: the shipped model, "
+                             "models/shipped/scalpscan-joint-v1)")
     parser.add_argument("--db", default=None, help="database URL (default: SQLite in a temporary folder)")
     parser.add_argument("--uploads", type=int, default=20, help="concurrent uploads (default 20)")
     parser.add_argument("--photos", type=int, default=5, help="photos per upload (default 5)")
@@ -216,9 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="BENCHMARKS.md to write (default: the repository's)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    figures = run(args)
-    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no-write"]
-    text = section(figures, "python -m scalpscan.scripts.bench_app" + "".join(f" {a}" for a in shown))
+    try:
+        figures = run(args)
+    except FileNotFoundError as exc:  # no such run folder, or no shipped model in this checkout yet
+        print(f"bench_app: error: {exc}", file=sys.stderr)
+        return 2
+    text = section(figures, recorded_command(argv if argv is not None else sys.argv[1:]))
     print(text)
     if not args.no_write:
         from scalpscan.scripts.benchmarks import BENCHMARKS, write_section

@@ -662,3 +662,23 @@ def test_serve_imports_photos_with_the_subject_pattern_and_names_unknown_patient
     assert "patient unknown (a patient of its own): IMG_4411.jpg" in out
     assert main(["serve", "--data", str(clinic), "--import", str(day), "--subject", "(", "--import-only"]) == 2
     assert "not a valid regular expression" in capsys.readouterr().err
+
+
+def test_bench_app_scores_with_the_shipped_model_and_records_no_private_path(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from scalpscan.inference.predictor import Predictor
+    from scalpscan.scripts import bench_app
+
+    asked = []
+
+    def load(cls, path=None, **_: object):
+        asked.append(path)
+        raise FileNotFoundError("no shipped model named 'scalpscan-joint-v1'")
+
+    monkeypatch.setattr(Predictor, "load", classmethod(load))
+    assert bench_app.main(["--no-write"]) == 2
+    assert asked == [None]  # Predictor.load() with no argument: the model in the package
+    assert "no shipped model" in capsys.readouterr().err
+    command = bench_app.recorded_command(["--model", "local/runs/joint_v1", "--repeat", "10", "--no-write"])
+    assert command == "python -m scalpscan.scripts.bench_app --model RUN --repeat 10"
+    assert bench_app.recorded_command(["--repeat", "10"]) == "python -m scalpscan.scripts.bench_app --repeat 10"
