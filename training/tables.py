@@ -62,7 +62,7 @@ def format_metrics(metrics: Mapping, *, breakdowns: Mapping[str, Mapping] | None
 
 
 def format_comparison(result: Mapping[str, Any]) -> str:
-    """A plain-text table of `training.loop.compare_runs`: both runs' headline figures and
+    """A plain-text table of `training.evaluation.compare_runs`: both runs' headline figures and
     B - A with its paired interval (for the terminal)."""
     a, b = result["a"], result["b"]
     lines = [f"A = {a['model']}", f"B = {b['model']}",

@@ -152,8 +152,10 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"--{key.replace('_', '-')} {value}: no such file")
     if not args.resume and not args.recipe and not args.config:
         print(f"scalpscan train: no --recipe: training {describe_config(config)}. For real "
-              f"photos start from --recipe {RECOMMENDED_RECIPE} (scalpscan train "
-              "--list-recipes lists every recipe)", file=sys.stderr)
+              f"photos labelled with a stage start from --recipe {RECOMMENDED_RECIPE}; every head, "
+              "as the shipped model, is --recipe joint on real photos plus renders "
+              "(python -m scalpscan.scripts.build_model assembles its data); scalpscan train "
+              "--list-recipes lists every recipe", file=sys.stderr)
     if args.cache and not args.resume:
         try:
             config = _cached(config, Path(args.cache))
