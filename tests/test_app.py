@@ -656,7 +656,8 @@ def test_serve_imports_photos_with_the_subject_pattern_and_names_unknown_patient
     (day / "case7-top.jpg").write_bytes(photo_bytes(1))
     (day / "IMG_4411.jpg").write_bytes(photo_bytes(2))
     clinic = tmp_path / "clinic"
-    assert main(["serve", "--data", str(clinic), "--import", str(day), "--subject", r"^case(\d+)", "--import-only"]) == 0
+    assert main(["serve", "--data", str(clinic), "--import", str(day), "--subject", r"^case(\d+)",
+                 "--import-only"]) == 0
     out = capsys.readouterr().out
     assert "2 new patient(s); patient unknown for 1 photo(s)" in out
     assert "patient unknown (a patient of its own): IMG_4411.jpg" in out
