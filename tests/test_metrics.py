@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
-from scalpscan.models.ordinal import ordinal_index, ordinal_probabilities
+from scalpscan.inference.decoding import Geometry, decode_outputs
+from scalpscan.models.ordinal import combine_distributions, ordinal_index, ordinal_probabilities
 from scalpscan.training.bootstrap import paired_stage_differences, stage_confidence_intervals
 from scalpscan.training.metrics import (
     Predictions,
@@ -238,19 +239,94 @@ def test_zone_iou_and_dice_pooled_over_known_masks() -> None:
     assert m["mean_iou"] == pytest.approx(0.5)
 
 
-def test_person_stage_combines_views_with_weights() -> None:
-    # Person A: front says index 3 strongly, back says 0; front weighs more -> 3.
+def test_person_stage_combines_predicted_views_with_the_reports_weights() -> None:
+    # Person A: front says index 3 strongly, back says 0; front weighs 1, back 0.5 -> 3.
     logits = _stage_logits([3, 0, 1, 1])
     views = np.array([VIEWS.index("front"), VIEWS.index("back"), VIEWS.index("top"), -1])
-    m = person_stage(logits, np.array([3, 3, 1, -1]), ["A", "A", "B", "B"], views,
-                     view_weights={"front": 4.0, "back": 0.25})
+    true, subjects = np.array([3, 3, 1, -1]), ["A", "A", "B", "B"]
+    m = person_stage(logits, true, subjects, views)
     assert m["n"] == 2
     assert m["persons"]["A"] == {"true": 4, "pred": 4}
     assert m["persons"]["B"] == {"true": 2, "pred": 2}
     assert m["accuracy"] == 1.0
-    equal = person_stage(logits, np.array([3, 3, 1, -1]), ["A", "A", "B", "B"], views)
-    # With equal weights A's average passes thresholds 0..2 only halfway: stage drops.
-    assert equal["persons"]["A"]["pred"] < 4
+    # Front and back weighing the same: a tie, which goes to the lower stage.
+    equal = person_stage(logits, true, subjects, views, view_weights={"back": 1.0})
+    assert equal["persons"]["A"]["pred"] == 1
+    # Views that weigh nothing give the person no stage, as in the reports: left out.
+    none = person_stage(logits, true, subjects, views, view_weights={"front": 0.0, "back": 0.0})
+    assert none["n"] == 1 and "A" not in none["persons"]
+
+
+def test_combine_distributions_is_the_weighted_median() -> None:
+    dists = np.eye(7)[[1, 3, 5]]  # stages 2, 4, 6
+    assert combine_distributions(dists, [1, 1, 1])[0] == 3
+    assert combine_distributions(dists, [3, 1, 1])[0] == 1
+    assert combine_distributions(dists, [1, 1, 0])[0] == 1  # tie: the lower stage
+    index, mean = combine_distributions(dists, [0.5, 1, 0.5])
+    assert index == 3 and mean.tolist() == pytest.approx([0, 0.25, 0, 0.5, 0, 0.25, 0])
+    assert combine_distributions(dists, [0, 0, 0]) == (None, None)
+    # One photo: its own ordinal class.
+    logits = np.array([[3.0, 1.0, -1.0, -2.0, -3.0, -4.0]])
+    assert combine_distributions(ordinal_probabilities(logits), [1.0])[0] == int(ordinal_index(logits)[0])
+    with pytest.raises(ValueError, match=">= 0"):
+        combine_distributions(dists, [1, -1, 1])
+    with pytest.raises(ValueError, match="weights"):
+        combine_distributions(dists, [1, 1])
+
+
+def _person_rows(preds: Predictions, meta: dict, not_assessed: tuple[str, ...] = ()) -> dict[str, list[dict]]:
+    """Each person's result rows, decoded from ``preds``' logits as the Predictor decodes them."""
+    n = len(preds)
+    outputs = {"conditions": preds.condition_logits, "stage": preds.stage_logits, "view": preds.view_logits,
+               "zones": np.zeros((n, len(ZONES), 4, 4)), "hairloss": np.zeros((n, len(CONDITIONS), 4, 4))}
+    decoded = decode_outputs(outputs, meta, [Geometry(64, 64, 1.0, 1.0)] * n, not_assessed=not_assessed)
+    rows: dict[str, list[dict]] = {}
+    for i, fields in enumerate(decoded):
+        rows.setdefault(preds.subjects[i], []).append(
+            {"image": f"{i}.jpg", "subject": preds.subjects[i], "status": "ok",
+             "not_assessed": list(not_assessed), **fields})
+    return rows
+
+
+def test_evaluation_per_person_stage_is_the_reports_patient_stage() -> None:
+    from scalpscan.inference.rules import assess
+
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 6, size=60)
+    subjects = [f"p{p}" for p, k in enumerate(sizes) for _ in range(k)]
+    n = len(subjects)
+    latent = np.repeat(rng.uniform(-1, 7, size=len(sizes)), sizes) + rng.normal(0, 1.5, n)
+    stage_logits = 2.0 * (latent[:, None] - np.arange(6) - 0.5)
+    # Person "x": a clear Norwood 4 from the front and a Norwood 2 from the back; the true
+    # views are the other way round, which only evaluation could know.
+    subjects += ["x", "x"]
+    stage_logits = np.vstack([stage_logits, _stage_logits([3], 3.0), _stage_logits([1], 4.0)])
+    view_logits = np.vstack([rng.normal(0, 2, (n, len(VIEWS))), np.eye(len(VIEWS))[[0, 2]] * 5])
+    true_view = np.concatenate([rng.integers(0, len(VIEWS), n), [2, 0]])
+    stage = np.concatenate([np.clip(np.round(latent), 0, 6).astype(int), [1, 1]])
+    m = len(subjects)
+    preds = Predictions(
+        condition_logits=rng.normal(size=(m, len(CONDITIONS))),
+        condition_targets=np.zeros((m, len(CONDITIONS))), condition_known=np.ones((m, len(CONDITIONS)), bool),
+        stage_logits=stage_logits, stage=stage, view_logits=view_logits, view=true_view,
+        zone_counts=np.zeros((m, len(ZONES), 3)), zones_known=np.zeros(m, bool),
+        hairloss_counts=np.zeros((m, len(CONDITIONS), 3)), hairloss_known=np.zeros(m, bool),
+        index=np.arange(m), subjects=subjects)
+    calibration = {"temperature": {"stage": 1.3, "view": 0.8, "conditions": 1.0},
+                   "stage_offsets": [0.2, -0.1, 0.0, 0.3, -0.2, 0.1]}
+    meta = {"input_size": 64, **calibration}
+    for not_assessed in ((), ("view",)):
+        persons = compute_metrics(preds, **calibration, view_assessed=not not_assessed)["stage_person"]["persons"]
+        rows = _person_rows(preds, meta, not_assessed)
+        if not not_assessed:  # persons with photos of different views
+            assert len({s for s, r in rows.items() if len({x["view"] for x in r}) > 1}) > 10
+        assert set(persons) == set(rows)
+        for subject, person_rows in rows.items():
+            assert persons[subject]["pred"] == assess(person_rows).stage, subject
+    # The photos' own views, not their true ones: front (Norwood 4) outweighs back (by the
+    # true views, Norwood 2 would win); with no view known, both weigh the same.
+    assert compute_metrics(preds, **calibration)["stage_person"]["persons"]["x"]["pred"] == 4
+    assert compute_metrics(preds, **calibration, view_assessed=False)["stage_person"]["persons"]["x"]["pred"] == 2
 
 
 def _predictions(n: int = 6) -> Predictions:

@@ -123,7 +123,7 @@ class TrainConfig:
     pos_weight: bool = True  # weight condition positives by their training frequency
     max_pos_weight: float = 20.0  # cap on a condition's pos_weight
     stage_view_weights: dict[str, float] = field(
-        default_factory=_default_stage_view_weights)  # stage-loss weight per view (unknown: 1); also weighs a person's views
+        default_factory=_default_stage_view_weights)  # stage-loss weight per labelled view (unknown: 1); training only
     label_smoothing: float = 0.0  # view cross-entropy label smoothing
     mask_resolution: str = "target"  # zone/loss-map losses at the masks' side (target) or the decoder's stride 4 (logits)
 

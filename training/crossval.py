@@ -253,7 +253,7 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
     # The ensemble is calibrated on the out-of-fold outputs: every photo of `data`,
     # each predicted by a member that never saw its person.
     calibration = fit_calibration(oof) if config.calibrate else None
-    kwargs = calibrated(calibration, config.stage_view_weights)
+    kwargs = calibrated(calibration, metas[0].get("heads") if metas else None)
     metrics = compute_metrics(oof, **kwargs, ci_draws=1000)
     metrics.get("stage_person", {}).pop("persons", None)
     views = column_values(rows, "view")

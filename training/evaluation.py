@@ -23,6 +23,7 @@ from torch import nn
 from scalpscan.data.files import write_text_atomic
 from scalpscan.data.vocab import CONDITIONS, tta_mode
 from scalpscan.models.checkpoint import load_checkpoint, save_checkpoint
+from scalpscan.models.provenance import assessed_outputs
 
 from .calibrate import fit_calibration
 from .config import config_from_dict
@@ -49,18 +50,26 @@ __all__ = [
 
 
 def calibrated(calibration: Mapping[str, Any] | None,
-               view_weights: Mapping[str, float] | None) -> dict[str, Any]:
+               heads: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """`compute_metrics` keyword arguments for a calibration (or ``model.json``, which
-    holds the same keys); None = uncalibrated."""
+    holds the same keys); None = uncalibrated.
+
+    Args:
+        calibration: `fit_calibration`'s result or a ``model.json``.
+        heads: the run's head record (model.json ``"heads"``); a view head that no label
+            trained gives rows no view, so a person's photos weigh as unknown views, as in
+            the reports. None: the view is assessed.
+    """
     calibration = calibration or {}
+    view_assessed = heads is None or "view" not in assessed_outputs({"heads": heads})[0]
     return {"thresholds": calibration.get("thresholds"),
             "temperature": calibration.get("temperature"),
-            "stage_offsets": calibration.get("stage_offsets"), "view_weights": view_weights}
+            "stage_offsets": calibration.get("stage_offsets"), "view_assessed": view_assessed}
 
 
 def run_calibration(meta: Mapping[str, Any]) -> dict[str, Any]:
     """`compute_metrics` keyword arguments of a run's stored calibration (its ``model.json``)."""
-    return calibrated(meta, (meta.get("config") or {}).get("stage_view_weights"))
+    return {**calibrated(meta), "view_assessed": "view" not in assessed_outputs(meta)[0]}
 
 
 def _rows_to_evaluate(manifest: str | os.PathLike) -> list[Any]:
@@ -344,7 +353,7 @@ def recalibrate_run(run_dir: str | os.PathLike, *, batch_size: int = 32, device:
     _, preds = evaluate(model, loader, None, device=torch_device,
                         subjects=[r.subject for r in val_rows])
     calibration = fit_calibration(preds)
-    metrics = compute_metrics(preds, **calibrated(calibration, config.stage_view_weights))
+    metrics = compute_metrics(preds, **calibrated(calibration, meta.get("heads")))
     metrics.get("stage_person", {}).pop("persons", None)
     meta = dict(meta)
     meta.update(temperature=calibration["temperature"], thresholds=calibration["thresholds"],

@@ -29,8 +29,9 @@ from sklearn.metrics import (
 
 from scalpscan.data.vocab import CONDITIONS, STAGES, VIEWS, ZONES
 from scalpscan.models.ordinal import (
-    cumulative_to_probabilities,
-    ordinal_cumulative,
+    PERSON_UNKNOWN_VIEW_WEIGHT,
+    PERSON_VIEW_WEIGHTS,
+    combine_distributions,
     ordinal_index,
     ordinal_probabilities,
 )
@@ -253,28 +254,32 @@ def stage_metrics(pred: np.ndarray, true: np.ndarray, probs: np.ndarray | None =
 
 def person_stage(stage_logits: np.ndarray, true: np.ndarray, subjects: Sequence[str],
                  views: np.ndarray, *, view_weights: Mapping[str, float] | None = None,
+                 unknown_view_weight: float = PERSON_UNKNOWN_VIEW_WEIGHT,
                  temperature: float = 1.0,
                  offsets: Sequence[float] | np.ndarray | None = None) -> dict:
-    """One stage per person from all their photos, and its metrics.
+    """One stage per person from all their photos, as the reports give it, and its metrics.
 
-    Each person's cumulative probabilities ``P(stage > k)`` are averaged over their photos,
-    weighted by view (front and top show the stage; see ``stage_view_weights``); the stage
-    is the number of thresholds the average passes. The true stage is the person's most
-    frequent known stage.
+    A person's stage is `combine_distributions` over their photos, each weighted by its
+    *predicted* view: the computation and the default weights of the rules engine's patient
+    stage, so these figures are the reports' figures. The true stage is the person's most
+    frequent known stage. A person whose photos all weigh 0 gets no stage (the reports give
+    none) and is left out.
 
     Args:
         stage_logits: [N, K] ordinal logits.
         true: [N] class index, -1 unknown.
         subjects: [N] person ids.
-        views: [N] view index (true or predicted), -1 unknown (weight 1).
-        view_weights: view name -> weight.
+        views: [N] predicted view index, -1 unknown (the model does not assess the view).
+        view_weights: view name -> weight (None: `PERSON_VIEW_WEIGHTS`, the default rules').
+        unknown_view_weight: weight of a photo whose view is unknown.
         temperature: stage temperature.
         offsets: calibrated per-threshold offsets (None = zeros).
     """
-    view_weights = dict(view_weights or {})
-    table = np.array([float(view_weights.get(v, 1.0)) for v in VIEWS] + [1.0])
-    weights = table[np.where(np.asarray(views) >= 0, views, len(VIEWS))]
-    cum = ordinal_cumulative(stage_logits, temperature, offsets)
+    view_weights = {**PERSON_VIEW_WEIGHTS, **dict(view_weights or {})}
+    table = np.array([float(view_weights[v]) for v in VIEWS] + [float(unknown_view_weight)])
+    views = np.asarray(views, dtype=int)
+    weights = table[np.where(views >= 0, views, len(VIEWS))]
+    dists = ordinal_probabilities(stage_logits, temperature, offsets)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, subject in enumerate(subjects):
         groups[subject].append(i)
@@ -283,12 +288,12 @@ def person_stage(stage_logits: np.ndarray, true: np.ndarray, subjects: Sequence[
         known = [int(true[i]) for i in rows if true[i] >= 0]
         if not known:
             continue
-        w = weights[rows]
-        w = w if w.sum() > 0 else np.ones_like(w)
-        mean_cum = (cum[rows] * w[:, None]).sum(0) / w.sum()
+        index, mean = combine_distributions(dists[rows], weights[rows])
+        if index is None:
+            continue
         person_true.append(Counter(known).most_common(1)[0][0])
-        person_pred.append(int((mean_cum > 0.5).sum()))
-        person_probs.append(cumulative_to_probabilities(mean_cum))
+        person_pred.append(index)
+        person_probs.append(mean)
         ids.append(subject)
     if not ids:
         return {"n": 0, "accuracy": None, "mae": None, "qwk": None, "ece": None,
@@ -396,6 +401,7 @@ def predicted_stages(preds: Predictions, *, temperature: Mapping[str, float] | N
 def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | None = None,
                     temperature: Mapping[str, float] | None = None,
                     view_weights: Mapping[str, float] | None = None,
+                    view_assessed: bool = True,
                     stage_offsets: Sequence[float] | None = None,
                     ci_draws: int = 0) -> dict:
     """Every metric of every head, plus per-person stage, as a JSON-ready dict.
@@ -404,7 +410,10 @@ def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | Non
         preds: gathered outputs and labels.
         thresholds: condition -> decision threshold (default 0.5).
         temperature: head -> temperature (conditions, stage, view; default 1).
-        view_weights: view -> weight when combining one person's photos.
+        view_weights: predicted view -> weight when combining one person's photos (None:
+            `PERSON_VIEW_WEIGHTS`, the default rules'; see `person_stage`).
+        view_assessed: False for a model whose view head is not assessed: its rows carry no
+            view, so every photo weighs as an unknown view, as in the reports.
         stage_offsets: calibrated offset per stage threshold, added to the tempered
             cumulative logits (model.json ``"stage_offsets"``; None = zeros).
         ci_draws: when > 0, add 95 % person-bootstrap intervals (``"ci"``) to the stage
@@ -414,8 +423,10 @@ def compute_metrics(preds: Predictions, *, thresholds: Mapping[str, float] | Non
     cond_probs = expit(preds.condition_logits / t["conditions"])
     stage_probs = ordinal_probabilities(preds.stage_logits, t["stage"], stage_offsets)
     stage_pred = predicted_stages(preds, temperature=t, stage_offsets=stage_offsets)
-    views = np.where(preds.view >= 0, preds.view, preds.view_logits.argmax(1)) \
-        if len(preds) else preds.view
+    # The predicted view, as the Predictor writes it in each row (the reports cannot know
+    # the true one).
+    views = preds.view_logits.argmax(1) if view_assessed and len(preds) \
+        else np.full(len(preds), -1)
     result = {
         "n": len(preds),
         "conditions": condition_metrics(cond_probs, preds.condition_targets,

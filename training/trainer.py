@@ -170,7 +170,7 @@ def fit(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                                      seed=config.seed, workers=config.workers, device=device)
             val_losses, preds = evaluate(model, val_loader, loss_fn, device=device, amp=amp,
                                          channels_last=channels_last, subjects=subjects)
-            metrics = compute_metrics(preds, view_weights=config.stage_view_weights)
+            metrics = compute_metrics(preds)
             flat = flatten_metrics(metrics)
             monitored = {f"val_{k}": v for k, v in {**val_losses, **flat}.items()}
             key = config.monitor if config.monitor.startswith("val_") else f"val_{config.monitor}"
@@ -236,7 +236,7 @@ def _finish(config: TrainConfig, run_dir: Path, val_ds: Dataset, subjects: list[
     val_losses, preds = evaluate(best, loader, loss_fn, device=device, amp=amp,
                                  channels_last=False, subjects=subjects)
     calibration = fit_calibration(preds) if config.calibrate else None
-    metrics = compute_metrics(preds, **calibrated(calibration, config.stage_view_weights))
+    metrics = compute_metrics(preds, **calibrated(calibration, heads))
     metrics.get("stage_person", {}).pop("persons", None)
     meta = run_meta(config, best, mean, std, fingerprint=fingerprint, calibration=calibration,
                     metrics={"val": metrics, "val_loss": val_losses.get("loss")},
