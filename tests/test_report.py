@@ -447,6 +447,18 @@ def test_patient_intake_is_used(tmp_path: Path) -> None:
     assert focus.index("temple left") < focus.index("crown")  # women: temples first
 
 
+def test_focus_zones_say_why_none_when_loss_is_not_assessed(tmp_path: Path) -> None:
+    # A model without a loss map: the page names no focus zone and says why, not a bare "None".
+    make_photo(tmp_path / "a.jpg")
+    row = result_row("a.jpg", not_assessed=["hairloss"],
+                     zones={"crown": {"visible": True, "box": [10, 8, 40, 30], "loss_fraction": None}})
+    index = write_reports([row], tmp_path / "out", results_dir=tmp_path,
+                          intake={"P1": Intake(sex="male", subject="P1")})
+    html = (index.parent / "patient-P1.html").read_text()
+    focus = re.search(r'<section id="focus-zones">(.*?)</section>', html, re.S).group(1)
+    assert "<ol>" not in focus and "Loss per zone is not assessed" in focus and "practitioner" in focus
+
+
 def test_photos_decode_without_data_decode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The Pillow fallback (for checkouts without data.decode) also applies orientation and strips EXIF."""
     from scalpscan.inference.report import images

@@ -226,6 +226,15 @@ def test_views_weigh_the_stage() -> None:
     assert a.stage == 4 and a.stage_probabilities == [0, 0, 0, 1.0, 0, 0, 0]
 
 
+def test_default_view_weights_are_the_ones_evaluation_uses() -> None:
+    # Evaluation's per-person stage and the reports' patient stage are one computation with
+    # the same weights; a clinic's own rules file may still change them for its reports.
+    from scalpscan.models.ordinal import PERSON_UNKNOWN_VIEW_WEIGHT, PERSON_VIEW_WEIGHTS
+
+    assert RULES.view_weights == PERSON_VIEW_WEIGHTS
+    assert RULES.unknown_view_weight == PERSON_UNKNOWN_VIEW_WEIGHT
+
+
 def test_stage_probabilities_are_combined() -> None:
     top = row("top.jpg", view="top", stage=3, stage_probabilities=[0, 0.1, 0.45, 0.45, 0, 0, 0])
     front = row("front.jpg", view="front", stage=4, stage_probabilities=[0, 0, 0.2, 0.8, 0, 0, 0])
@@ -493,13 +502,54 @@ def test_a_stage_not_assessed_recommends_nothing_from_the_stage() -> None:
     assert staged.stage == 6 and "full_coverage" in staged.recommendations
 
 
-def test_zones_not_assessed_give_no_measured_focus_and_no_full_coverage_from_loss() -> None:
+def test_zones_not_assessed_give_no_focus_zone_and_no_full_coverage_from_loss() -> None:
     a = assess([unassessed("zones", "hairloss", thinning=0.9)], Intake(sex="male"), rules=RULES)
     assert a.not_assessed == ["zones", "hairloss"] and a.zones == {}
-    assert a.focus_zones == ["hairline", "crown"]
-    focus = next(r for r in a.reasons if r.rule == "focus.primary_zones")
+    assert a.decision == "candidate" and a.focus_zones == []  # where the loss is, is unknown
+    focus = next(r for r in a.reasons if r.rule == "focus.loss_unknown")
     assert focus.text.startswith("Loss per zone is not assessed") and focus.evidence["loss_assessed"] is False
+    assert "practitioner" in focus.text and "hairline, crown" in focus.text  # named, not proposed
     assert set(unknown_reasons(a)) == {"zones"}  # the loss map is said once, with the zones
+    # A clinic whose rules say so gets the main areas of concern instead.
+    primary = assess([unassessed("zones", "hairloss", thinning=0.9)], Intake(sex="male"),
+                     rules=custom(focus={"when_loss_unknown": "primary"}))
+    assert primary.focus_zones == ["hairline", "crown"] and "focus.primary_zones" in fired(primary)
+
+
+@pytest.mark.parametrize("when,expected", [("none", []), ("primary", ["temple_left", "temple_right", "part"]),
+                                           ("visible", ["part", "hairline", "crown"])])
+def test_a_zone_with_unknown_loss_is_never_a_focus_zone_on_that_loss(when: str, expected: list[str]) -> None:
+    # Visible zones, but the loss map is not assessed: whatever the (unread) fractions say,
+    # the focus is the rules' choice for unknown loss, never "the zones with loss".
+    zones = {z: zone(0.9) for z in ("crown", "hairline", "part")}
+    rules = custom(focus={"when_loss_unknown": when})
+    a = assess([unassessed("hairloss", thinning=0.9, zones=zones)], Intake(sex="female"), rules=rules)
+    assert a.decision == "candidate" and a.focus_zones == expected
+    assert "focus.loss_zones" not in fired(a)
+    focus = next(r for r in a.reasons if r.rule.startswith("focus."))
+    assert focus.evidence["loss_assessed"] is False and focus.evidence["when_loss_unknown"] == when
+
+
+def test_focus_names_zones_whose_loss_is_not_measured() -> None:
+    # Crown measured with loss, hairline visible without a fraction: focus on the crown only,
+    # and say the hairline was not measured.
+    zones = {"crown": zone(0.4), "hairline": zone(None)}
+    a = assess([row(thinning=0.9, zones=zones)], Intake(sex="male"), rules=RULES)
+    assert a.focus_zones == ["crown"]
+    focus = next(r for r in a.reasons if r.rule == "focus.loss_zones")
+    assert focus.evidence["loss_unknown"] == ["hairline"] and "not measured in the hairline" in focus.text
+    # No measured loss anywhere while the hairline is unmeasured: "no zone shows loss" would
+    # rest on the unknown hairline, so no focus zone (by default).
+    low = assess([row(thinning=0.9, zones={"crown": zone(0.05), "hairline": zone(None)})], Intake(sex="male"),
+                 rules=RULES)
+    assert low.focus_zones == [] and "focus.loss_unknown" in fired(low)
+    reason = next(r for r in low.reasons if r.rule == "focus.loss_unknown")
+    assert reason.text.startswith("Loss is not measured in the hairline")
+
+
+def test_rules_file_refuses_an_unknown_focus_choice() -> None:
+    with pytest.raises(RulesError, match="when_loss_unknown.*expected one of"):
+        custom(focus={"when_loss_unknown": "everywhere"})
 
 
 def test_a_loss_map_not_assessed_leaves_loss_unknown_in_visible_zones() -> None:
@@ -508,7 +558,7 @@ def test_a_loss_map_not_assessed_leaves_loss_unknown_in_visible_zones() -> None:
     assert a.not_assessed == ["hairloss"]
     assert a.zones["crown"] == {"visible": True, "loss_fraction": None, "image": None}
     assert a.recommendations == ["density_smp"]  # 90 % loss read from an unassessed map would say full coverage
-    assert "focus.primary_zones" in fired(a)
+    assert a.focus_zones == [] and "focus.loss_unknown" in fired(a)
 
 
 def test_nothing_assessable_is_review_and_intake_cautions_still_apply() -> None:

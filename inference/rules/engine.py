@@ -31,6 +31,7 @@ from typing import Any
 
 from scalpscan.data.vocab import CONDITIONS, OUTPUTS, SEXES, STAGES, VIEWS, ZONES
 from scalpscan.inference.intake import Intake
+from scalpscan.models.ordinal import combine_distributions
 
 from .assessment import Assessment, Reason
 from .progression import PriorVisit, measured_progression, notes_progression
@@ -63,7 +64,7 @@ _UNKNOWN_TEXT: dict[str, tuple[str, str]] = {
     "transplant_scar": ("transplant or surgical scars", "no scar camouflage is proposed"),
     "stage": ("the Norwood stage", "no recommendation rests on the stage"),
     "view": ("the view of each photo", "every photo counts as an unknown view towards the stage"),
-    "zones": ("the scalp zones", "focus zones are the main areas of concern, not measured ones"),
+    "zones": ("the scalp zones", "no focus zone or full coverage rests on them"),
     "hairloss": ("the loss within each zone", "no focus zone or full coverage rests on measured loss"),
 }
 
@@ -243,32 +244,26 @@ class StageEstimate:
     photos: list[dict[str, Any]]
 
 
-def _weighted_median_stage(distribution: Sequence[float]) -> int:
-    cumulative = 0.0
-    for stage, p in zip(STAGES, distribution):
-        cumulative += p
-        if cumulative >= 0.5 - 1e-9:
-            return stage
-    return STAGES[-1]
-
-
 def combine_stage(usable: Sequence[Row], rules: Rules) -> tuple[StageEstimate, list[Reason]]:
-    """One stage per patient: each photo's stage distribution weighted by its view."""
-    total, combined, photos = 0.0, [0.0] * len(STAGES), []
+    """One stage per patient: the weighted median of the photos' stages, each photo weighted
+    by its predicted view (`scalpscan.models.ordinal.combine_distributions`, the computation
+    evaluation's per-person figures use too)."""
+    dists, weights, photos = [], [], []
     for row in usable:
         dist = _row_stage_distribution(row)
         view = row.get("view")
         weight = rules.view_weights[view] if view in VIEWS else rules.unknown_view_weight
         if dist is None or weight <= 0:
             continue
-        total += weight
-        combined = [c + weight * p for c, p in zip(combined, dist)]
+        dists.append(dist)
+        weights.append(weight)
         photos.append({"image": _image(row), "view": view,
                        "stage": STAGES[max(range(len(STAGES)), key=lambda i: dist[i])], "weight": weight})
-    if total <= 0:
+    if not photos:
         return StageEstimate(None, None, []), []
-    probabilities = [round(c / total, 6) for c in combined]
-    stage = _weighted_median_stage(probabilities)
+    index, mean = combine_distributions(dists, weights)
+    stage = STAGES[index]
+    probabilities = [round(float(p), 6) for p in mean]
     return StageEstimate(stage, probabilities, photos), [Reason(
         "stage.combined",
         f"Norwood stage {stage} from {len(photos)} photo(s), front and top views weighing more.",
@@ -527,29 +522,65 @@ def _whom(sex_key: str) -> str:
 
 def focus(zones: Mapping[str, Mapping[str, Any]], sex_key: str, unknown: Sequence[str],
           rules: Rules) -> tuple[list[str], Reason]:
-    """Focus zones: the zones with loss, in the priority order for the patient's sex; the main
-    areas of concern when no zone shows measured loss (or the loss is not measured)."""
-    loss_zones = [z for z in rules.focus_order[sex_key]
-                  if z in zones and zones[z]["loss_fraction"] is not None
+    """Focus zones: the zones with measured loss, in the priority order for the patient's sex.
+
+    A zone whose loss is unknown is never a focus zone on the strength of that loss. When no
+    zone shows measured loss: the main areas of concern if every visible zone's loss was
+    measured (none reaches ``loss.zone_min``); else the loss is unknown and
+    ``focus.when_loss_unknown`` says what to do (by default: no focus zone, a practitioner
+    chooses them).
+    """
+    order = rules.focus_order[sex_key]
+    loss_zones = [z for z in order if z in zones and zones[z]["loss_fraction"] is not None
                   and zones[z]["loss_fraction"] >= rules.zone_loss_min]
+    # Visible zones without a loss fraction: loss there may or may not be.
+    unmeasured = [z for z in order if z in zones and zones[z]["loss_fraction"] is None]
+    sex = None if sex_key == "unknown" else sex_key
     if loss_zones:
         return loss_zones, Reason(
             "focus.loss_zones",
             f"Focus zones are the zones with loss (at least {rules.zone_loss_min:.0%}), in the priority order "
-            f"for {_whom(sex_key)}: " + ", ".join(_name(z) for z in loss_zones) + ".",
+            f"for {_whom(sex_key)}: " + ", ".join(_name(z) for z in loss_zones) + "."
+            + (" Loss is not measured in the " + ", ".join(_name(z) for z in unmeasured) + "."
+               if unmeasured else ""),
             {"zones": {z: zones[z]["loss_fraction"] for z in loss_zones}, "zone_min": rules.zone_loss_min,
-             "order": list(rules.focus_order[sex_key]), "sex": None if sex_key == "unknown" else sex_key},
+             "order": list(order), "loss_unknown": unmeasured, "sex": sex},
         )
     primary = list(rules.primary_zones[sex_key])
-    measured = "zones" not in unknown and "hairloss" not in unknown
-    why = (f"No zone shows measurable loss at or above {rules.zone_loss_min:.0%}" if measured
-           else "Loss per zone is not assessed")
-    return primary, Reason(
-        "focus.primary_zones",
-        f"{why}: focus on the main areas of concern for {_whom(sex_key)}: "
-        + ", ".join(_name(z) for z in primary) + ".",
-        {"zones_measured": {z: zones[z]["loss_fraction"] for z in zones}, "loss_assessed": measured,
-         "sex": None if sex_key == "unknown" else sex_key},
+    measured = "zones" not in unknown and "hairloss" not in unknown and not unmeasured
+    evidence = {"zones_measured": {z: zones[z]["loss_fraction"] for z in zones}, "loss_assessed": measured,
+                "loss_unknown": unmeasured, "sex": sex}
+    if measured:
+        return primary, Reason(
+            "focus.primary_zones",
+            f"No zone shows measurable loss at or above {rules.zone_loss_min:.0%}: focus on the main areas of "
+            f"concern for {_whom(sex_key)}: " + ", ".join(_name(z) for z in primary) + ".",
+            evidence,
+        )
+    what = ("Loss per zone is not assessed" if "zones" in unknown or "hairloss" in unknown
+            else "Loss is not measured in the " + ", ".join(_name(z) for z in unmeasured))
+    evidence["when_loss_unknown"] = rules.focus_when_loss_unknown
+    if rules.focus_when_loss_unknown == "primary":
+        return primary, Reason(
+            "focus.primary_zones",
+            f"{what}: focus on the main areas of concern for {_whom(sex_key)}: "
+            + ", ".join(_name(z) for z in primary) + " (the rules' choice when loss is unknown).",
+            evidence,
+        )
+    visible = [z for z in order if z in zones]
+    if rules.focus_when_loss_unknown == "visible" and visible:
+        return visible, Reason(
+            "focus.visible_zones",
+            f"{what}: focus on the visible zones in the priority order for {_whom(sex_key)}: "
+            + ", ".join(_name(z) for z in visible) + " (the rules' choice when loss is unknown).",
+            {**evidence, "order": list(order)},
+        )
+    return [], Reason(
+        "focus.loss_unknown",
+        f"{what}, so it is not known where the loss is: no focus zone is proposed; a practitioner "
+        f"chooses them from the photos (the main areas of concern for {_whom(sex_key)} are "
+        + ", ".join(_name(z) for z in primary) + ").",
+        evidence,
     )
 
 

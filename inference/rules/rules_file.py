@@ -33,6 +33,7 @@ __all__ = [
     "CAUTIONS",
     "DECISIONS",
     "DEFAULT_RULES_PATH",
+    "LOSS_UNKNOWN_FOCUS",
     "RECOMMENDATIONS",
     "Rules",
     "RulesError",
@@ -49,6 +50,9 @@ RECOMMENDATIONS: tuple[str, ...] = ("full_coverage", "density_smp", "scar_camouf
 CAUTIONS: tuple[str, ...] = ("keloid_history", "eczema_active", "psoriasis_active", "progressing_loss")
 #: The rules used when no file is given.
 DEFAULT_RULES_PATH: Path = Path(__file__).with_name("default.yaml")
+
+#: What `focus.when_loss_unknown` may say: where to focus when the loss per zone is unknown.
+LOSS_UNKNOWN_FOCUS: tuple[str, ...] = ("none", "primary", "visible")
 
 #: Keys of the per-sex sections: the intake's sexes, and "unknown" when it says none.
 SEX_KEYS: tuple[str, ...] = (*SEXES, "unknown")
@@ -98,6 +102,14 @@ def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _problem("expected a non-empty text")
     return value
+
+
+def _choice(choices: tuple[str, ...]) -> PlainValidator:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise _problem(f"expected one of {list(choices)}, got {value!r}")
+        return value
+    return PlainValidator(check)
 
 
 def _texts(value: Any) -> tuple[str, ...]:
@@ -195,6 +207,7 @@ class LossSection(_Section):
 class FocusSection(_Section):
     order: FocusOrder  # type: ignore[valid-type]
     primary: PrimaryZones  # type: ignore[valid-type]
+    when_loss_unknown: Annotated[str, _choice(LOSS_UNKNOWN_FOCUS)]
 
 
 class ProgressionSection(_Section):
@@ -260,6 +273,7 @@ class Rules:
     full_coverage_zones: tuple[str, ...]
     focus_order: dict[str, tuple[str, ...]]
     primary_zones: dict[str, tuple[str, ...]]
+    focus_when_loss_unknown: str
     progression_keywords: tuple[str, ...]
     progression_negations: tuple[str, ...]
     negation_window: int
@@ -295,6 +309,7 @@ class Rules:
             full_coverage_zones=loss.full_coverage_zones,
             focus_order={s: getattr(focus.order, s) for s in SEX_KEYS},
             primary_zones={s: getattr(focus.primary, s) for s in SEX_KEYS},
+            focus_when_loss_unknown=focus.when_loss_unknown,
             progression_keywords=tuple(k.strip().lower() for k in progression.keywords),
             progression_negations=tuple(k.strip().lower() for k in progression.negations),
             negation_window=progression.negation_window,
