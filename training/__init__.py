@@ -26,28 +26,9 @@ Submodules import torch; this package's ``__init__`` imports them lazily so that
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from scalpscan._lazy import lazy_exports
 
-__all__ = [
-    "ConfigError",
-    "TrainConfig",
-    "TrainingError",
-    "load_config",
-    "list_recipes",
-    "fit",
-    "cross_validate",
-    "evaluate_run",
-    "compare_runs",
-    "compare_cross_validations",
-    "recalibrate_run",
-    "train_one_epoch",
-    "evaluate",
-    "MultiTaskLoss",
-    "compute_metrics",
-    "fit_calibration",
-]
-
+# Public name -> module that defines it.
 _EXPORTS: dict[str, str] = {
     "ConfigError": "scalpscan.training.config",
     "TrainConfig": "scalpscan.training.config",
@@ -67,8 +48,5 @@ _EXPORTS: dict[str, str] = {
     "fit_calibration": "scalpscan.training.calibrate",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'scalpscan.training' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
