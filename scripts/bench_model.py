@@ -243,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     """Measure one model, store its figures, rewrite the BENCHMARKS.md section."""
     import shlex
 
-    from scalpscan.data.manifest import read_manifest
-
     parser = argparse.ArgumentParser(prog="python -m scalpscan.scripts.bench_model", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="run folder or shipped model name (default: the shipped model)")

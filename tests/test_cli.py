@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scalpscan.scripts.cli import COMMANDS, build_parser, main
+from scalpscan.scripts.cli import COMMANDS, main
 
 
 def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
