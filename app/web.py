@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -45,7 +45,7 @@ from scalpscan.app.store import PhotoStore, UploadError, check_photo
 from scalpscan.app.scoring import Scorer
 from scalpscan.inference.intake import parse_sex
 from scalpscan.inference.report import patient_context
-from scalpscan.inference.report.render import DECISION_COLOURS, OUTPUT_NAMES
+from scalpscan.inference.report.render import DECISION_COLOURS, OUTPUT_NAMES, template_environment
 from scalpscan.inference.rules import load_rules
 
 __all__ = ["create_app", "SESSION_COOKIE", "CSP"]
@@ -117,16 +117,8 @@ async def _too_large(limit: int, send: Callable) -> None:
 
 def _environment() -> Environment:
     # The app's templates come first: its base.html.j2 frames the report's patient template.
-    env = Environment(
-        loader=ChoiceLoader([FileSystemLoader(str(_HERE / "templates")), FileSystemLoader(str(_REPORT_TEMPLATES))]),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["pct"] = lambda v: "–" if v is None else f"{v:.0%}"
-    env.filters["prob"] = lambda v: "–" if v is None else f"{v:.2f}"
-    env.filters["words"] = lambda v: str(v).replace("_", " ")
+    env = template_environment(
+        ChoiceLoader([FileSystemLoader(str(_HERE / "templates")), FileSystemLoader(str(_REPORT_TEMPLATES))]))
     env.filters["points"] = lambda v: "–" if v is None else f"{v * 100:+.0f} pts"
     env.filters["signed"] = lambda v: "–" if v is None else f"{v:+d}"
     env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M") if isinstance(v, dt.datetime) else str(v)

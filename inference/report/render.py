@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import BaseLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
 from scalpscan.data.files import write_text_atomic
@@ -50,6 +50,7 @@ __all__ = [
     "DECISION_COLOURS",
     "PATIENTS_FILE",
     "OUTPUT_NAMES",
+    "template_environment",
     "write_reports",
     "render_patient",
     "render_index",
@@ -81,9 +82,16 @@ OUTPUT_NAMES: dict[str, str] = {
 _TEMPLATES = Path(__file__).with_name("templates")
 
 
-def _environment() -> tuple[Environment, Markup, str]:
+def template_environment(loader: BaseLoader | None = None) -> Environment:
+    """The Jinja2 environment of the report pages: autoescaping, strict undefined names and
+    the filters the templates use (``pct``, ``prob``, ``words``; None shows as "–").
+
+    Args:
+        loader: where templates come from; the report's own folder when None (the web app
+            puts its own folder first, to frame the report's templates).
+    """
     env = Environment(
-        loader=FileSystemLoader(str(_TEMPLATES)),
+        loader=loader or FileSystemLoader(str(_TEMPLATES)),
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -92,6 +100,11 @@ def _environment() -> tuple[Environment, Markup, str]:
     env.filters["pct"] = lambda v: "–" if v is None else f"{v:.0%}"
     env.filters["prob"] = lambda v: "–" if v is None else f"{v:.2f}"
     env.filters["words"] = lambda v: str(v).replace("_", " ")
+    return env
+
+
+def _environment() -> tuple[Environment, Markup, str]:
+    env = template_environment()
     css = (_TEMPLATES / "report.css").read_text(encoding="utf-8")
     digest = base64.b64encode(hashlib.sha256(css.encode("utf-8")).digest()).decode("ascii")
     csp = (
