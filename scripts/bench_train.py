@@ -804,8 +804,9 @@ def render_report() -> str:
                       f"{rec.get('backbone')} (ImageNet, offline weights) at "
                       f"{rec.get('image_size')} px, {rec.get('epochs')} epochs{extra}, "
                       "ordinal stage head, stage loss weighted by "
-                      "view (front/top 2, back/sides 0.5), per-person stage = view-weighted mean "
-                      "of cumulative probabilities; best epoch and temperature chosen on a "
+                      "view (front/top 2, back/sides 0.5), per-person stage as the reports "
+                      "compute it (the predicted view's weight, front/top 1, back/sides 0.5; "
+                      "rows stored before that change weighed the true view 2/0.5); best epoch and temperature chosen on a "
                       "subject-grouped 20 % split of train, never on valid. Machine: "
                       f"{stored['real']['machine']}.",
                       "",
