@@ -11,8 +11,9 @@ of each source trained it and how many validated it. From that record:
   photos is *unvalidated*: it has not been checked against real labels, and reports say so.
 
 Sources are read from a manifest row's ``source`` column: ``synth`` (the renderer) is
-"rendered", ``composite`` (a real photo with a painted patch or scar) is "composited" for
-the painted conditions and "real" for the photo's own labels, anything else is "real".
+"rendered"; in a painted manifest (`data.synth.composite`, whose rows carry a
+``composited`` column) the patch and scar labels are "composited", painted or not, and the
+photo's own labels are "real"; anything else is "real".
 
 Example:
     >>> heads = {"stage": {"trained": {"real": 700}}, "zones": {"trained": {"rendered": 900}}}
@@ -41,10 +42,13 @@ _WEIGHT_OF = {**{c: "conditions" for c in CONDITIONS}, "stage": "stage", "view":
 
 
 def _source(row: Any, output: str) -> str:
-    source = str((getattr(row, "extra", None) or {}).get("source", "")).strip().lower()
+    extra = getattr(row, "extra", None) or {}
+    source = str(extra.get("source", "")).strip().lower()
     if source == "synth":
         return "rendered"
-    if source == "composite" and output in _PAINTED:
+    # A painted manifest's patch and scar labels are the painting's, on the unpainted photos
+    # too (their 0 is an assumption about the source, not a real label).
+    if output in _PAINTED and (source == "composite" or "composited" in extra):
         return "composited"
     return "real"
 

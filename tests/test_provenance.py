@@ -35,6 +35,14 @@ def test_labels_are_counted_per_output_and_source() -> None:
     assert counts["thinning"] == {} and counts["hairloss"] == {}
 
 
+def test_an_unpainted_photo_of_a_painted_set_is_no_real_patch_label() -> None:
+    unpainted = ManifestRow(image=Path("x.jpg"), subject="s", view="top",
+                            conditions={**dict.fromkeys(CONDITIONS), "alopecia_patch": 0}, stage=3,
+                            extra={"source": "roboflow", "composited": ""})
+    counts = label_counts([unpainted])
+    assert counts["alopecia_patch"] == {"composited": 1} and counts["stage"] == {"real": 1}
+
+
 def test_a_head_weighted_zero_learned_nothing_whatever_its_labels() -> None:
     rows = [_row("synth", stage=2, patch=1, zones=True)]
     heads = head_provenance(rows, rows, {"conditions": 0.0, "stage": 1.0, "view": 1.0, "zones": 1.0, "hairloss": 1.0})

@@ -11,6 +11,7 @@ HELP = "evaluate a run on a manifest: metrics.json, a metrics table and plots"
 
 EPILOG = """\
 examples:
+  scalpscan evaluate --data local/norwood/valid/manifest.csv --out eval_shipped   # the shipped model
   scalpscan evaluate --model runs/demo --data out/synth_test/manifest.csv
   scalpscan evaluate --model runs/lite0 --data local/norwood/valid/manifest.csv --out runs/lite0/eval_valid
   scalpscan evaluate --model runs/demo --data test.csv --by skin_tone --by hair_colour --by sex
@@ -46,7 +47,9 @@ Exit code 2 = bad arguments or unreadable model/manifest.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `scalpscan evaluate`."""
-    parser.add_argument("--model", required=True, help="run folder, model.safetensors or model.json")
+    parser.add_argument("--model", default=None,
+                        help="run folder, model.safetensors, model.json or a shipped model's name "
+                             "(default: the shipped model)")
     parser.add_argument("--data", help="manifest (CSV) to evaluate on (optional with --out-of-fold)")
     parser.add_argument("--out", help="folder for metrics.json and plots (default: RUN/eval)")
     parser.add_argument("--by", action="append", default=[], metavar="COLUMN",
@@ -84,9 +87,16 @@ def run(args: argparse.Namespace) -> int:
     from scalpscan.training.evaluation import evaluate_run
     from scalpscan.training.tables import format_metrics
 
-    model = Path(args.model)
+    from scalpscan.models.shipped import SHIPPED_DIR, resolve_model
+
+    try:
+        model = resolve_model(args.model)
+    except FileNotFoundError as exc:
+        return _fail(str(exc))
     if not model.exists():
         return _fail(f"--model {model}: no such run folder or file")
+    # A shipped model's folder is part of the installed package: never write into it.
+    shipped = SHIPPED_DIR.resolve() in model.resolve().parents
     if args.out_of_fold and not args.compare:
         return _fail("--out-of-fold compares two cross-validations: give --compare RUN_B")
     if args.out_of_fold and args.tta:
@@ -99,12 +109,20 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--batch-size {args.batch_size}: must be at least 1")
     if args.ci < 0:
         return _fail(f"--ci {args.ci}: must be 0 (no intervals) or a number of draws")
+    if args.compare:
+        try:
+            args.compare = str(resolve_model(args.compare))
+        except FileNotFoundError as exc:
+            return _fail(str(exc))
     if args.compare and not Path(args.compare).exists():
         return _fail(f"--compare {args.compare}: no such run folder or file")
     if args.compare and args.by:
         return _fail("--by breaks down one run's metrics; with --compare, evaluate each run "
                      "with --by on its own")
     run_dir = model if model.is_dir() else model.parent
+    args.model = str(model)
+    if shipped and not args.out:
+        return _fail(f"--model {model.name} ships in the package: give --out DIR for the results")
     if args.compare:
         return _compare(args, run_dir)
     out = Path(args.out) if args.out else run_dir / "eval"
