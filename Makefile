@@ -45,9 +45,13 @@ test: $(STAMP) browser postgres
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
+# The benchmarks that need no data from outside the repository; the training and real-photo
+# ones (bench_train, bench_model) read your copy of the Norwood export in local/ (BENCHMARKS.md).
 bench: $(STAMP)
 	$(BIN)/python -m scalpscan.scripts.bench_synth
 	$(BIN)/python -m scalpscan.scripts.bench_score
+	$(BIN)/python -m scalpscan.scripts.bench_decode
+	$(BIN)/python -m scalpscan.scripts.bench_app --repeat 10
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
