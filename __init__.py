@@ -15,21 +15,14 @@ use, so ``import scalpscan`` is cheap and imports no torch.
 
 from __future__ import annotations
 
+from scalpscan import inference as _inference
 from scalpscan._lazy import lazy_exports
 
 __version__ = "0.2.0"
 
-# Public name -> module that defines it.
-_EXPORTS: dict[str, str] = {
-    "Predictor": "scalpscan.inference.predictor",
-    "Prediction": "scalpscan.inference.predictor",
-    "Intake": "scalpscan.inference.intake",
-    "read_intake": "scalpscan.inference.intake",
-    "assess": "scalpscan.inference.rules",
-    "Assessment": "scalpscan.inference.rules",
-    "load_rules": "scalpscan.inference.rules",
-    "write_reports": "scalpscan.inference.report.render",
-}
+# The script API is scalpscan.inference's (importing that package loads no torch; each name
+# is resolved through it on first use).
+_EXPORTS: dict[str, str] = {name: "scalpscan.inference" for name in _inference.__all__}
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
