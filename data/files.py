@@ -8,12 +8,13 @@ would give (``mkstemp`` makes them 0600), then renamed over the target.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "write_text_atomic"]
+__all__ = ["atomic_write", "file_sha256", "write_text_atomic"]
 
 
 def _umask() -> int:
@@ -48,3 +49,12 @@ def atomic_write(target: str | os.PathLike[str], write: Callable[[Path], object]
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
     """:func:`atomic_write` of UTF-8 text, newlines written as given."""
     return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from scalpscan.data.decode import ImageDecodeError, load_image
-from scalpscan.data.files import atomic_write, write_text_atomic
+from scalpscan.data.files import atomic_write, file_sha256, write_text_atomic
 from scalpscan.data.manifest import ManifestRow, read_manifest, write_manifest
 
 __all__ = ["STAMP_FILE", "resize_manifest", "cached_manifest"]
@@ -30,10 +30,6 @@ __all__ = ["STAMP_FILE", "resize_manifest", "cached_manifest"]
 #: What a resized copy was made from (source manifest, its content hash, side); a copy
 #: whose stamp matches is reused as it is.
 STAMP_FILE = "resize.json"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _target(source: Path, root: Path, out: Path, index: int) -> Path:
@@ -90,7 +86,7 @@ def resize_manifest(manifest: str | os.PathLike, out: str | os.PathLike, side: i
     if side < 32:
         raise ValueError(f"side={side}: photos smaller than 32 px cannot be trained on")
     manifest, out = Path(manifest), Path(out)
-    stamp = {"source": str(manifest.resolve()), "sha256": _sha256(manifest), "side": int(side)}
+    stamp = {"source": str(manifest.resolve()), "sha256": file_sha256(manifest), "side": int(side)}
     out_manifest, stamp_path = out / "manifest.csv", out / STAMP_FILE
     if out_manifest.is_file() and stamp_path.is_file():
         try:

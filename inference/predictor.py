@@ -20,7 +20,6 @@ patient's photos are assessed together by ``scalpscan score --intake`` /
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from scalpscan.data.files import file_sha256
 from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES, tta_mode
 from scalpscan.inference.decoding import Geometry, decode_outputs
 from scalpscan.inference.quality import WORK_SIDE, QualityThresholds, check_quality
@@ -127,11 +127,7 @@ class Prediction:
 def model_id(weights_path: str | Path) -> str:
     """Stable id of a model: its folder name and the first 12 hex digits of the weights' SHA-256."""
     path = Path(weights_path)
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"{path.parent.name or path.stem}@{digest.hexdigest()[:12]}"
+    return f"{path.parent.name or path.stem}@{file_sha256(path)[:12]}"
 
 
 class _EvalTransform:

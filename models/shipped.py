@@ -13,12 +13,13 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scalpscan.data.files import file_sha256
 
 __all__ = ["DEFAULT_MODEL", "SHIPPED_DIR", "ShippedModel", "list_shipped", "resolve_model", "shipped_model_path",
            "file_sha256", "package_run"]
@@ -52,15 +53,6 @@ class ShippedModel:
     card: str
     license: str
     default: bool
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def list_shipped() -> list[ShippedModel]:

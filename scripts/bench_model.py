@@ -52,12 +52,10 @@ ZONE_CHECKS: tuple[tuple[str, str], ...] = (
     ("crown", "back"), ("hairline", "top"))
 
 
-def _score(model: str | None, manifest: Path, *, batch_size: int = 16) -> tuple[list[Any], list[dict]]:
+def _score(predictor: Any, manifest: Path, *, batch_size: int = 16) -> tuple[list[Any], list[dict]]:
     from scalpscan.data.manifest import read_manifest
-    from scalpscan.inference.predictor import Predictor
 
     rows = read_manifest(manifest)
-    predictor = Predictor.load(model)
     scored = list(predictor.score([str(r.image) for r in rows], batch_size=batch_size))
     return rows, scored
 
@@ -256,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     from scalpscan.models.shipped import resolve_model
 
     name = args.name or resolve_model(args.model).name
-    rows, scored = _score(args.model, args.data)
+    from scalpscan.inference.predictor import Predictor
+
+    predictor = Predictor.load(args.model)  # once, for the real and the painted photos
+    rows, scored = _score(predictor, args.data)
     record: dict[str, Any] = {"command": "python -m scalpscan.scripts.bench_model " + shlex.join(argv or sys.argv[1:]),
                               "data": str(args.data.relative_to(REPO) if args.data.is_relative_to(REPO) else args.data),
                               "measures": measure(rows, scored, draws=args.draws)}
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         from scalpscan.data.synth.composite import composite_manifest
 
         painted = composite_manifest(args.data, RESULTS / f"{name}_painted", seed=1234)
-        p_rows, p_scored = _score(args.model, painted)
+        p_rows, p_scored = _score(predictor, painted)
         record["painted"] = measure_painted(p_rows, p_scored)
     RESULTS.mkdir(parents=True, exist_ok=True)
     from scalpscan.data.files import write_text_atomic
