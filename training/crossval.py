@@ -175,7 +175,7 @@ def cross_validate(config: TrainConfig, *, resume: bool = False, overwrite: bool
         state["fold_seconds"][str(fold + 1)] = round(time.perf_counter() - start, 1)
         write_json(state_path, state)
 
-    _finish_cv(config, run_dir, rows, assignment, fingerprint=fingerprint, log=log)
+    _finish_cv(config, run_dir, rows, extra, assignment, fingerprint=fingerprint, log=log)
     state["finished"] = True
     write_json(state_path, state)
     return run_dir
@@ -244,7 +244,7 @@ def _fold_summary(metas: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
+def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any], extra: Sequence[Any],
                assignment: dict[str, int], *, fingerprint: str,
                log: Callable[[str], None]) -> None:
     """Out-of-fold metrics, the ensemble and its calibration."""
@@ -270,7 +270,7 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any],
 
     ensemble = ensemble_of(models)
     # Every photo trains K-1 folds and validates one: the ensemble learned from them all.
-    heads = head_provenance([*rows, *read_train_extra(config, rows)], rows, config.loss_weights)
+    heads = head_provenance([*rows, *extra], rows, config.loss_weights)
     meta = trainer.run_meta(config, ensemble, metas[0]["mean"], metas[0]["std"],
                             fingerprint=fingerprint, calibration=calibration,
                             metrics={"oof": metrics, "per_fold": folds}, epoch=None,
