@@ -12,6 +12,13 @@ One command, about 20-30 minutes on 2 CPU cores, reproduces ``models/shipped/<na
 6. train with ``training/recipes/joint.yaml``;
 7. with ``--package``, store the best epoch as float16 in ``models/shipped/<name>``.
 
+``--real-stage`` builds the variants that teach or judge the Norwood stage on real, untouched
+photos only (BENCHMARKS.md, "Recipes tried"). The renders' stage labels are left out, and
+so are the painted photos', whose unpainted originals are kept beside them: ``val`` does
+this in the validation set (so the best epoch and the stage calibration rest on real photos
+as a clinic takes them), ``all`` in the training set too. Neither beat the shipped model on
+the valid persons: with 16 held-out persons alone, the best epoch is picked by noise.
+
 The ``valid/`` split is never read here: it measures the result
 (`python -m scalpscan.scripts.bench_model`).
 
@@ -23,10 +30,15 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scalpscan.data.manifest import ManifestRow
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "scalpscan-joint-v1"
@@ -37,9 +49,39 @@ LICENSE = ("Apache-2.0; trained on the hairloss-norwood photos (Roboflow Univers
 CARD = "docs/model-card.md"
 
 
+def without_stage(rows: list[ManifestRow]) -> list[ManifestRow]:
+    """The rows with their Norwood stage unknown (None); every other label kept."""
+    return [dataclasses.replace(row, stage=None) for row in rows]
+
+
+def untouched_and_painted(painted: list[ManifestRow], originals: list[ManifestRow]) -> list[ManifestRow]:
+    """Real rows for training or validation: untouched photos as they are; for each painted
+    one, its unpainted original (stage kept, no patch or scar) and the painted copy without
+    stage. A patch painted on a Norwood 2 head is not Norwood 2 any more, so a painted photo
+    must not teach or judge the stage.
+
+    ``painted`` and ``originals`` are the composite manifest and its source, row for row.
+    """
+    rows = []
+    for row, original in zip(painted, originals, strict=True):
+        if row.extra.get("source") != "composite":
+            rows.append(row)
+            continue
+        conditions = {**original.conditions, "alopecia_patch": 0, "transplant_scar": 0}
+        extra = {**original.extra, "composited": ""}
+        rows.append(dataclasses.replace(original, conditions=conditions, extra=extra))
+        rows.append(dataclasses.replace(row, stage=None))
+    return rows
+
+
 def build(norwood: Path, out: Path, *, seed: int = 0, renders: int = 1000, val_renders: int = 300,
-          overrides: list[str] | None = None, threads: int = 0) -> Path:
-    """Run steps 1-6 into ``out``; returns the run folder."""
+          real_stage: str | None = None, overrides: list[str] | None = None, threads: int = 0) -> Path:
+    """Run steps 1-6 into ``out``; returns the run folder.
+
+    ``real_stage``: None (the shipped model's data), ``"val"`` or ``"all"`` (see above).
+    """
+    if real_stage not in (None, "val", "all"):
+        raise ValueError(f"real_stage={real_stage!r}: expected None, 'val' or 'all'")
     from scalpscan.data.manifest import read_manifest, write_manifest
     from scalpscan.data.resize import resize_manifest
     from scalpscan.data.splits import split_rows
@@ -63,17 +105,28 @@ def build(norwood: Path, out: Path, *, seed: int = 0, renders: int = 1000, val_r
     say(f"reduced to 256 px: {small}")
     painted = composite_manifest(small, out / "painted", seed=seed)
     say(f"painted patches and scars: {painted}")
-    parts = split_rows(read_manifest(painted), (0.8, 0.2), seed=seed)
-    render_train = out / "renders" / "manifest.csv"
-    if not render_train.is_file():
-        synthesize(out / "renders", renders, 11, options=SynthOptions(size=256), workers=2, contact_sheet=0)
-    render_val = out / "renders_val" / "manifest.csv"
-    if not render_val.is_file():
-        synthesize(out / "renders_val", val_renders, 12, options=SynthOptions(size=256), workers=2, contact_sheet=0)
+    painted_rows = read_manifest(painted)
+    parts = split_rows(painted_rows, (0.8, 0.2), seed=seed)
+    source_of = dict(zip((row.image for row in painted_rows), read_manifest(small), strict=True))
+    def rendered(folder: Path, n: int, seed: int) -> list[ManifestRow]:
+        manifest = folder / "manifest.csv"
+        if not manifest.is_file() or len(read_manifest(manifest, check_files=False)) < n:
+            synthesize(folder, n, seed, options=SynthOptions(size=256), workers=2, contact_sheet=0)
+        return read_manifest(manifest)[:n]
+
+    extra, val_extra = rendered(out / "renders", renders, 11), rendered(out / "renders_val", val_renders, 12)
     say("rendered")
-    write_manifest(parts["train"], out / "train.csv")
-    write_manifest([*parts["val"], *read_manifest(render_val)], out / "val.csv")
-    settings = [f"data={out / 'train.csv'}", f"val={out / 'val.csv'}", f"train_extra={render_train}",
+    train, val = parts["train"], parts["val"]
+    if real_stage:
+        val = untouched_and_painted(val, [source_of[row.image] for row in val])
+        extra, val_extra = without_stage(extra), without_stage(val_extra)
+    if real_stage == "all":
+        train = untouched_and_painted(train, [source_of[row.image] for row in train])
+    write_manifest(train, out / "train.csv")
+    write_manifest(extra, out / "renders_train.csv")
+    write_manifest([*val, *val_extra], out / "val.csv")
+    settings = [f"data={out / 'train.csv'}", f"val={out / 'val.csv'}",
+                f"train_extra={out / 'renders_train.csv'}",
                 f"out={out / 'run'}", f"seed={seed}"]
     if threads:
         settings.append(f"threads={threads}")
@@ -92,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "local" / "build", help="working folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the recipe's)")
+    parser.add_argument("--renders", type=int, default=1000, help="renders that train (default 1000)")
+    parser.add_argument("--real-stage", choices=("val", "all"), default=None,
+                        help="teach (all) or judge (val, all) the stage on real untouched photos only; "
+                             "the variants of BENCHMARKS.md's 'Recipes tried', not the shipped model")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key")
     parser.add_argument("--package", action="store_true",
@@ -100,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.norwood / "train" / "_classes.csv").is_file():
         parser.error(f"--norwood {args.norwood}: no train/_classes.csv there; give the export's folder")
-    run = build(args.norwood, args.out, seed=args.seed, overrides=args.overrides, threads=args.threads)
+    run = build(args.norwood, args.out, seed=args.seed, renders=args.renders, real_stage=args.real_stage,
+                overrides=args.overrides, threads=args.threads)
     if args.package:
         from scalpscan.models.shipped import package_run
 
