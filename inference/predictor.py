@@ -59,6 +59,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "not_assessed",
     "unvalidated",
     "masks",
+    "warnings",
 )
 
 # A backend maps a float32 batch [B,3,S,S] (NumPy array or CPU tensor) to the network's
@@ -93,6 +94,8 @@ class Prediction:
         unvalidated: outputs trained on renders or painted photos only: not validated on
             real labels.
         masks: paths of the saved zone/loss mask PNGs, relative to the results file.
+        warnings: what the decoding libraries warned about the file (corrupt EXIF, an
+            unknown TIFF tag, ...), caught instead of printed.
     """
 
     image: str | None = None
@@ -115,6 +118,7 @@ class Prediction:
     not_assessed: list[str] = field(default_factory=list)
     unvalidated: list[str] = field(default_factory=list)
     masks: dict[str, str] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_row(self) -> dict[str, Any]:
         """The result row, as ``score`` writes it (see docs/formats.md "Result rows")."""
@@ -467,10 +471,13 @@ class Predictor:
             The prediction; an unreadable file gives ``status="error"`` and a photo the
             quality gate rejects ``status="recapture"``, each with the reason in ``error``.
         """
+        from scalpscan.data.decode import capture_warnings
+
         name = str(source) if isinstance(source, (str, Path)) else None
-        item = self.prepare(source)
+        with capture_warnings() as caught:  # the libraries' warnings go into the row, not the terminal
+            item = self.prepare(source)
         if item["status"] != "ok":
-            return self.failed(
+            failed = self.failed(
                 image=name,
                 subject=subject,
                 status=item["status"],
@@ -480,9 +487,11 @@ class Predictor:
                 quality=item["quality"],
                 intake=intake,
             )
+            failed.warnings = list(caught)
+            return failed
         outputs = self.forward(item["array"][None])
         decoded = self.decode(outputs, [item["geometry"]])[0]
-        return self.finish(
+        prediction = self.finish(
             decoded,
             image=name,
             subject=subject,
@@ -491,6 +500,8 @@ class Predictor:
             quality=item["quality"],
             intake=intake,
         )
+        prediction.warnings = list(caught)
+        return prediction
 
     def score(
         self,

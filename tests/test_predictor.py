@@ -46,7 +46,8 @@ def test_predict_accepts_path_pil_and_array(run_dir: Path, tmp_path: Path) -> No
     ]
     assert rows[0]["image"] == str(tmp_path / "P7_top.png") and rows[1]["image"] is None
     for row in rows:
-        assert list(row)[: len(ROW_FIELDS) - 1] == list(ROW_FIELDS[:-1])
+        # every field in order; the mask paths only when masks were saved
+        assert list(row) == [f for f in ROW_FIELDS if f != "masks"]
         assert row["status"] == "ok" and row["error"] is None
         assert (row["width"], row["height"]) == (128, 160)
         assert set(row["conditions"]) == set(CONDITIONS) and set(row["zones"]) == set(ZONES)
@@ -319,3 +320,18 @@ def test_big_photos_are_decoded_reduced_but_reported_in_their_own_pixels(run_dir
     for zone in row["zones"].values():
         if zone["visible"]:
             assert 0 <= zone["box"][0] <= zone["box"][2] <= 1400 and 0 <= zone["box"][1] <= zone["box"][3] <= 1000
+
+
+def test_predict_puts_the_libraries_warnings_into_the_row(run_dir: Path, tmp_path: Path, capfd) -> None:
+    # A JPEG whose EXIF block is cut short: Pillow warns "Corrupt EXIF data".
+    path = tmp_path / "P001_exif.jpg"
+    Image.fromarray(_photo()).save(path, "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12")
+    prediction = Predictor.load(run_dir).predict(path)
+    assert prediction.status == "ok"
+    assert any("Corrupt EXIF data" in w for w in prediction.warnings)
+    assert prediction.to_row()["warnings"] == prediction.warnings
+    assert "EXIF" not in capfd.readouterr().err
+    # A clean photo has none.
+    clean = tmp_path / "P002.jpg"
+    Image.fromarray(_photo(seed=1)).save(clean, "JPEG")
+    assert Predictor.load(run_dir).predict(clean).warnings == []
