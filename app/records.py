@@ -9,7 +9,10 @@ between visits raises the "progressing loss" caution, with its reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
+
+from sqlalchemy.orm import object_session
 
 from scalpscan.app.db import Patient, Visit
 from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
@@ -26,6 +29,7 @@ __all__ = [
     "assess_visit",
     "compare_visits",
     "newest_first",
+    "assign_unknown",
 ]
 
 def patient_label(patient: Patient) -> str:
@@ -162,3 +166,46 @@ def newest_first(visits: Sequence[Visit]) -> list[Visit]:
     """Visits newest first (date, then order of creation)."""
     return sorted(visits, key=lambda v: (v.date, v.id), reverse=True)
 
+
+
+def assign_unknown(unknown: Patient, target: Patient) -> int:
+    """Give a patient of unknown identity's photos to a known patient; returns how many.
+
+    Each visit of ``unknown`` joins ``target``'s visit of the same date (its photos move,
+    the target visit's intake answers stay), or becomes a visit of ``target`` when there is
+    none. The photos are marked as assigned by staff (``subject_source`` ``"staff"``) and
+    their stored result rows name ``target``; nothing is scored again. ``unknown`` is left
+    without visits, for the caller to delete.
+
+    Raises:
+        ValueError: if ``unknown`` is a known patient, ``target`` is not, or they are one.
+    """
+    if unknown.known:
+        raise ValueError(f"patient {unknown.key!r} is known; only a patient of unknown identity can be assigned")
+    if not target.known or target.id == unknown.id:
+        raise ValueError(f"patient {target.key!r} is not a known patient to assign these photos to")
+    by_date = {visit.date: visit for visit in target.visits}
+    session = object_session(unknown)
+    # One flush at the end: a photo between two visits must not be flushed as an orphan.
+    with session.no_autoflush if session is not None else nullcontext():
+        return _move_visits(unknown, target, by_date)
+
+
+def _move_visits(unknown: Patient, target: Patient, by_date: dict[Any, Visit]) -> int:
+    moved = 0
+    for visit in list(unknown.visits):
+        photos = list(visit.photos)
+        for photo in photos:
+            photo.subject_source = "staff"
+            if isinstance(photo.result, dict):
+                photo.result = {**photo.result, "subject": target.key, "subject_source": "staff"}
+        moved += len(photos)
+        joined = by_date.get(visit.date)
+        if joined is None:
+            visit.patient = target
+            by_date[visit.date] = visit
+        else:
+            for photo in photos:
+                photo.visit = joined
+            unknown.visits.remove(visit)
+    return moved

@@ -34,6 +34,7 @@ from scalpscan.app.config import AppConfig
 from scalpscan.app.db import AuditEntry, LoginSession, Patient, Photo, Visit, open_database
 from scalpscan.app.records import (
     assess_visit,
+    assign_unknown,
     compare_visits,
     newest_first,
     patient_label,
@@ -408,6 +409,32 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
                         store.delete(sha256, ext)
                 _log.info("deleted patient %s and %d photo(s)", key, len(photos))
                 return RedirectResponse("/patients", status_code=303)
+
+        return await run_in_threadpool(run)
+
+    @app.post("/patients/{pid}/assign")
+    async def patient_assign(request: Request, pid: int) -> Response:
+        form = await form_of(request)
+
+        def run() -> Response:
+            with sessions() as db:
+                login = login_for(request, db)
+                check_csrf(login, form)
+                unknown = get_patient(db, pid)
+                if unknown.known:
+                    raise HTTPException(400, "this patient is known; only an unknown patient's photos can be assigned")
+                key = _text(form.get("to"), 120)
+                target = db.scalar(select(Patient).where(Patient.key == key, Patient.known.is_(True))) if key else None
+                if target is None:
+                    raise HTTPException(400, f"no known patient with the id {key!r}; type the id of an existing patient")
+                moved = assign_unknown(unknown, target)
+                record, target_id = unknown.key, target.id
+                db.delete(unknown)
+                audit(db, login, "assign photos", f"patient {target_id}",
+                      f"{moved} photo(s) of unknown patient {record} assigned to {target.key}")
+                db.commit()
+                _log.info("assigned %d photo(s) of unknown patient %s to %s", moved, record, key)
+                return RedirectResponse(f"/patients/{target_id}", status_code=303)
 
         return await run_in_threadpool(run)
 

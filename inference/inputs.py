@@ -73,6 +73,7 @@ SUBJECT_SOURCES: dict[str, str] = {
     "folder": "the per-patient folder the photos sit in",
     "pattern": "the patient id in the file names",
     "given": "the subject given by the caller",
+    "staff": "assigned to the patient by a member of staff (web app)",
     "unknown": "unknown: nothing names this photo's patient, so it is a patient of its own",
 }
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from scalpscan.app import AppConfig, create_app
 from scalpscan.app.auth import add_user
-from scalpscan.app.db import AuditEntry, Patient, Photo
+from scalpscan.app.db import AuditEntry, Patient, Photo, Visit
 from scalpscan.app.importer import import_results
 from scalpscan.app.store import PhotoStore
 
@@ -510,6 +510,58 @@ def test_imported_photos_with_no_known_patient_are_each_a_flagged_patient_of_the
     assert 'id="unknown-patient"' in report and "it is a patient of its own" in report
     assert "Unknown patient · IMG_4411.jpg" in report
     assert client.get(f"/patients/{lone_id}/export.json").json()["patient"]["known"] is False
+
+
+def test_staff_assign_an_unknown_patients_photos_to_a_known_patient(app, client: TestClient, tmp_path: Path) -> None:
+    from scalpscan.app.importer import import_folder
+
+    day = tmp_path / "day"
+    day.mkdir()
+    (day / "P001_top.jpg").write_bytes(photo_bytes(2))
+    (day / "IMG_4411.jpg").write_bytes(photo_bytes(10))  # the camera name says nothing about who
+    (day / "IMG_4412.jpg").write_bytes(photo_bytes(11))
+    with app.state.sessions() as db:
+        import_folder(db, PhotoStore(tmp_path / "clinic"), [day], date=dt.date(2026, 2, 1))
+        patients = {p.name or p.key: p.id for p in db.query(Patient)}
+    score_all(app)
+    p001, lone = patients["P001"], patients["Unknown patient · IMG_4411.jpg"]
+    other = patients["Unknown patient · IMG_4412.jpg"]
+    csrf = log_in(client)
+    page = client.get(f"/patients/{lone}").text
+    assert 'id="assign"' in page and 'id="assign"' not in client.get(f"/patients/{p001}").text
+    # Refused: a forged form, an id no known patient has, another unknown patient, a known patient.
+    assert client.post(f"/patients/{lone}/assign", data={"csrf": "forged", "to": "P001"}).status_code == 403
+    answer = client.post(f"/patients/{lone}/assign", data={"csrf": csrf, "to": "P404"})
+    assert answer.status_code == 400 and "no known patient with the id &#39;P404&#39;" in answer.text
+    with app.state.sessions() as db:
+        other_key = db.get(Patient, other).key
+    assert client.post(f"/patients/{lone}/assign", data={"csrf": csrf, "to": other_key}).status_code == 400
+    assert client.post(f"/patients/{p001}/assign", data={"csrf": csrf, "to": "P001"}).status_code == 400
+    # Assigned: the photo joins P001's visit of the same day, scored as it was, and the record goes.
+    answer = client.post(f"/patients/{lone}/assign", data={"csrf": csrf, "to": "P001"})
+    assert answer.status_code == 200 and answer.url.path == f"/patients/{p001}"
+    assert client.get(f"/patients/{lone}").status_code == 404
+    with app.state.sessions() as db:
+        (visit,) = db.get(Patient, p001).visits
+        photos = {p.original_name: p for p in visit.photos}
+        assert sorted(photos) == ["IMG_4411.jpg", "P001_top.jpg"]
+        moved = photos["IMG_4411.jpg"]
+        assert moved.subject_source == "staff" and moved.status == "ok"
+        assert moved.result["subject"] == "P001" and moved.result["subject_source"] == "staff"
+        assert db.query(Photo).count() == 3 and db.query(Visit).count() == 2
+        audit_entry = db.query(AuditEntry).filter(AuditEntry.action == "assign photos").one()
+        assert "1 photo(s)" in audit_entry.detail and "P001" in audit_entry.detail
+        vid = visit.id
+    report = client.get(f"/visits/{vid}").text
+    assert "IMG_4411.jpg" in report and "assigned to the patient by a member of staff" in report
+    # A visit on a day the patient has none becomes a visit of theirs.
+    with app.state.sessions() as db:
+        db.get(Patient, other).visits[0].date = dt.date(2026, 3, 1)
+        db.commit()
+    client.post(f"/patients/{other}/assign", data={"csrf": csrf, "to": "P001"})
+    with app.state.sessions() as db:
+        assert sorted(v.date for v in db.get(Patient, p001).visits) == [dt.date(2026, 2, 1), dt.date(2026, 3, 1)]
+        assert db.query(Patient).count() == 1
 
 
 def test_import_reads_the_intake_sheet_and_the_clinics_subject_pattern(app, tmp_path: Path) -> None:
