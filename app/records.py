@@ -9,7 +9,6 @@ between visits raises the "progressing loss" caution, with its reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy.orm import object_session
@@ -31,6 +30,7 @@ __all__ = [
     "newest_first",
     "assign_unknown",
 ]
+
 
 def patient_label(patient: Patient) -> str:
     """The patient's name on the pages: their id, or for a patient of unknown identity the
@@ -178,34 +178,27 @@ def assign_unknown(unknown: Patient, target: Patient) -> int:
     without visits, for the caller to delete.
 
     Raises:
-        ValueError: if ``unknown`` is a known patient, ``target`` is not, or they are one.
+        ValueError: if ``unknown`` is a known patient or ``target`` is not.
     """
     if unknown.known:
         raise ValueError(f"patient {unknown.key!r} is known; only a patient of unknown identity can be assigned")
-    if not target.known or target.id == unknown.id:
+    if not target.known:
         raise ValueError(f"patient {target.key!r} is not a known patient to assign these photos to")
     by_date = {visit.date: visit for visit in target.visits}
-    session = object_session(unknown)
-    # One flush at the end: a photo between two visits must not be flushed as an orphan.
-    with session.no_autoflush if session is not None else nullcontext():
-        return _move_visits(unknown, target, by_date)
-
-
-def _move_visits(unknown: Patient, target: Patient, by_date: dict[Any, Visit]) -> int:
     moved = 0
-    for visit in list(unknown.visits):
-        photos = list(visit.photos)
-        for photo in photos:
-            photo.subject_source = "staff"
-            if isinstance(photo.result, dict):
-                photo.result = {**photo.result, "subject": target.key, "subject_source": "staff"}
-        moved += len(photos)
-        joined = by_date.get(visit.date)
-        if joined is None:
-            visit.patient = target
-            by_date[visit.date] = visit
-        else:
-            for photo in photos:
-                photo.visit = joined
-            unknown.visits.remove(visit)
+    # One flush at the end: a photo between two visits must not be flushed as an orphan.
+    with object_session(unknown).no_autoflush:
+        for visit in list(unknown.visits):
+            joined = by_date.setdefault(visit.date, visit)
+            for photo in list(visit.photos):
+                photo.subject_source = "staff"
+                if isinstance(photo.result, dict):
+                    photo.result = {**photo.result, "subject": target.key, "subject_source": "staff"}
+                if joined is not visit:
+                    photo.visit = joined
+                moved += 1
+            if joined is visit:
+                visit.patient = target
+            else:
+                unknown.visits.remove(visit)
     return moved

@@ -421,13 +421,14 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
                 login = login_for(request, db)
                 check_csrf(login, form)
                 unknown = get_patient(db, pid)
-                if unknown.known:
-                    raise HTTPException(400, "this patient is known; only an unknown patient's photos can be assigned")
                 key = _text(form.get("to"), 120)
                 target = db.scalar(select(Patient).where(Patient.key == key, Patient.known.is_(True))) if key else None
                 if target is None:
                     raise HTTPException(400, f"no known patient with the id {key!r}; type the id of an existing patient")
-                moved = assign_unknown(unknown, target)
+                try:
+                    moved = assign_unknown(unknown, target)
+                except ValueError as exc:
+                    raise HTTPException(400, str(exc)) from None
                 record, target_id = unknown.key, target.id
                 db.delete(unknown)
                 audit(db, login, "assign photos", f"patient {target_id}",

@@ -477,7 +477,7 @@ class Predictor:
         with capture_warnings() as caught:  # the libraries' warnings go into the row, not the terminal
             item = self.prepare(source)
         if item["status"] != "ok":
-            failed = self.failed(
+            prediction = self.failed(
                 image=name,
                 subject=subject,
                 status=item["status"],
@@ -487,19 +487,18 @@ class Predictor:
                 quality=item["quality"],
                 intake=intake,
             )
-            failed.warnings = list(caught)
-            return failed
-        outputs = self.forward(item["array"][None])
-        decoded = self.decode(outputs, [item["geometry"]])[0]
-        prediction = self.finish(
-            decoded,
-            image=name,
-            subject=subject,
-            width=item["width"],
-            height=item["height"],
-            quality=item["quality"],
-            intake=intake,
-        )
+        else:
+            outputs = self.forward(item["array"][None])
+            decoded = self.decode(outputs, [item["geometry"]])[0]
+            prediction = self.finish(
+                decoded,
+                image=name,
+                subject=subject,
+                width=item["width"],
+                height=item["height"],
+                quality=item["quality"],
+                intake=intake,
+            )
         prediction.warnings = list(caught)
         return prediction
 

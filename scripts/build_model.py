@@ -108,11 +108,15 @@ def build(norwood: Path, out: Path, *, seed: int = 0, renders: int = 1000, val_r
     painted_rows = read_manifest(painted)
     parts = split_rows(painted_rows, (0.8, 0.2), seed=seed)
     source_of = dict(zip((row.image for row in painted_rows), read_manifest(small), strict=True))
+
     def rendered(folder: Path, n: int, seed: int) -> list[ManifestRow]:
+        """``n`` renders of ``seed``, reusing those of an earlier build when there are enough."""
         manifest = folder / "manifest.csv"
-        if not manifest.is_file() or len(read_manifest(manifest, check_files=False)) < n:
+        rows = read_manifest(manifest) if manifest.is_file() else []
+        if len(rows) < n:
             synthesize(folder, n, seed, options=SynthOptions(size=256), workers=2, contact_sheet=0)
-        return read_manifest(manifest)[:n]
+            rows = read_manifest(manifest)
+        return rows[:n]
 
     extra, val_extra = rendered(out / "renders", renders, 11), rendered(out / "renders_val", val_renders, 12)
     say("rendered")
