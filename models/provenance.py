@@ -28,7 +28,7 @@ from typing import Any
 
 from scalpscan.data.vocab import CONDITIONS
 
-__all__ = ["OUTPUTS", "SOURCES", "label_counts", "head_provenance", "assessed_outputs", "with_figures"]
+__all__ = ["OUTPUTS", "SOURCES", "untouched_real", "label_counts", "head_provenance", "assessed_outputs", "with_figures"]
 
 #: Every output a model may assess, in row order.
 OUTPUTS: tuple[str, ...] = (*CONDITIONS, "stage", "view", "zones", "hairloss")
@@ -51,6 +51,17 @@ def _source(row: Any, output: str) -> str:
     if output in _PAINTED and (source == "composite" or "composited" in extra):
         return "composited"
     return "real"
+
+
+def untouched_real(row: Any) -> bool:
+    """Whether ``row`` is a real photo as a clinic takes it: not rendered, nothing painted on it.
+
+    In a painted manifest the unpainted photos (empty ``composited`` column) count; the
+    painted ones do not.
+    """
+    extra = getattr(row, "extra", None) or {}
+    source = str(extra.get("source", "")).strip().lower()
+    return source not in ("synth", "composite") and not str(extra.get("composited", "")).strip()
 
 
 def _known(row: Any, output: str) -> bool:
@@ -127,12 +138,16 @@ def assessed_outputs(meta: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return not_assessed, unvalidated
 
 
-def with_figures(heads: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def with_figures(heads: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, Any],
+                 threshold_rule: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """``heads`` with each output's validation figures added under ``"figures"``.
 
     Args:
         heads: the record from `head_provenance`.
         metrics: `training.metrics.compute_metrics` on the validation photos.
+        threshold_rule: the calibration's ``threshold_rule`` (`training.calibrate.fit_calibration`):
+            how each condition's threshold was set, and the share of untouched real validation
+            photos without the condition that get its finding (``real_false_rate``).
     """
     def pick(section: Any, *keys: str) -> dict[str, Any]:
         section = section if isinstance(section, Mapping) else {}
@@ -146,4 +161,8 @@ def with_figures(heads: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, A
         "zones": pick(metrics.get("zones"), "n", "mean_iou", "mean_dice"),
         "hairloss": pick(metrics.get("hairloss_map"), "n", "mean_iou", "mean_dice"),
     }
+    for c, rule in dict(threshold_rule or {}).items():
+        if c in figures and figures[c]:
+            figures[c].update(threshold_rule=rule.get("rule"), real_negatives=rule.get("real_negatives"),
+                              real_false_rate=rule.get("false_rate"))
     return {output: {**dict(heads.get(output) or {}), "figures": figures[output]} for output in OUTPUTS}

@@ -1,4 +1,5 @@
-"""Calibration: temperature fixes an over-confident model; thresholds maximise F1."""
+"""Calibration: temperature fixes an over-confident model; thresholds maximise F1 and hold
+false findings on untouched real photos."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from sklearn.metrics import f1_score
 from scalpscan.data.vocab import CONDITIONS, VIEWS, ZONES
 from scalpscan.models.ordinal import ordinal_cumulative, ordinal_index, ordinal_probabilities
 from scalpscan.training.calibrate import (
+    MIN_REAL_NEGATIVES,
+    false_rate_threshold,
     fit_calibration,
     fit_stage_calibration,
     fit_temperature,
@@ -184,3 +187,82 @@ def test_decoder_applies_the_stage_offsets_like_the_metrics() -> None:
     plain = decode_outputs(outputs, {"input_size": 64, "temperature": {"stage": temperature}},
                            [Geometry(64, 64, 1.0, 1.0)] * n)
     assert [r["stage"] for r in plain] == list(ordinal_index(logits) + 1)
+
+
+def test_false_rate_threshold_lets_at_most_the_share_through() -> None:
+    rng = np.random.default_rng(5)
+    negatives = rng.random(100)
+    for rate in (0.0, 0.01, 0.05, 0.2):
+        threshold = false_rate_threshold(negatives, rate)
+        assert (negatives >= threshold).sum() == int(np.floor(rate * 100 + 1e-9))
+    # Ties with the highest excluded score stay below the threshold with it.
+    tied = np.array([0.9, 0.8, 0.8, 0.8, 0.1] + [0.05] * 15)
+    assert (tied >= false_rate_threshold(tied, 0.1)).sum() == 1
+    assert false_rate_threshold(tied, 1.0) == 0.0
+
+
+def _with_real_negatives(n_real: int, seed: int = 0) -> tuple[Predictions, np.ndarray]:
+    """Renders where patch scores separate well, plus ``n_real`` untouched real photos without
+    a patch whose scores run high (the bald crowns a renderer never showed the model)."""
+    rng = np.random.default_rng(seed)
+    n_render = 300
+    y = (rng.random(n_render) < 0.4).astype(float)
+    z = np.where(y == 1, rng.normal(2.5, 1, n_render), rng.normal(-2.5, 1, n_render))
+    real_z = rng.normal(0.5, 1.5, n_real)
+    logits = np.zeros((n_render + n_real, len(CONDITIONS)))
+    logits[:, 1] = np.concatenate([z, real_z])
+    targets = np.zeros_like(logits)
+    targets[:n_render, 1] = y
+    known = np.zeros_like(logits, dtype=bool)
+    known[:, 1] = True
+    n = len(logits)
+    preds = Predictions(
+        condition_logits=logits, condition_targets=targets, condition_known=known,
+        stage_logits=np.zeros((n, 6)), stage=np.full(n, -1), view_logits=np.zeros((n, len(VIEWS))),
+        view=np.full(n, -1), zone_counts=np.zeros((n, len(ZONES), 3)), zones_known=np.zeros(n, bool),
+        hairloss_counts=np.zeros((n, len(CONDITIONS), 3)), hairloss_known=np.zeros(n, bool),
+        index=np.arange(n))
+    untouched = np.arange(n) >= n_render
+    return preds, untouched
+
+
+def test_a_threshold_is_raised_until_few_real_photos_without_the_condition_get_the_finding() -> None:
+    preds, untouched = _with_real_negatives(200)
+    f1_only = fit_calibration(preds, untouched=untouched, max_false_rate=1.0)
+    held = fit_calibration(preds, untouched=untouched, max_false_rate=0.05)
+    probs = expit(preds.condition_logits[:, 1] / held["temperature"]["conditions"])
+    real = probs[untouched]
+    assert f1_only["threshold_rule"]["alopecia_patch"]["rule"] == "f1"
+    assert (real >= f1_only["thresholds"]["alopecia_patch"]).mean() > 0.05
+    rule = held["threshold_rule"]["alopecia_patch"]
+    assert rule["rule"] == "false_rate" and rule["real_negatives"] == 200
+    assert held["thresholds"]["alopecia_patch"] > f1_only["thresholds"]["alopecia_patch"]
+    assert (real >= held["thresholds"]["alopecia_patch"]).mean() == pytest.approx(rule["false_rate"])
+    assert rule["false_rate"] <= 0.05
+    # Conditions without real negatives keep their F1 rule and record none.
+    assert held["threshold_rule"]["transplant_scar"] == {"rule": "f1", "real_negatives": 0,
+                                                         "false_rate": None}
+
+
+def test_too_few_real_negatives_leave_the_f1_threshold_and_say_so() -> None:
+    preds, untouched = _with_real_negatives(MIN_REAL_NEGATIVES - 1)
+    f1_only = fit_calibration(preds)
+    held = fit_calibration(preds, untouched=untouched, max_false_rate=0.05)
+    assert held["thresholds"] == f1_only["thresholds"]
+    rule = held["threshold_rule"]["alopecia_patch"]
+    assert rule["rule"] == "f1" and rule["real_negatives"] == MIN_REAL_NEGATIVES - 1
+    assert rule["false_rate"] is not None  # measured, though not held
+
+
+def test_untouched_real_photos_are_neither_rendered_nor_painted() -> None:
+    from scalpscan.data.manifest import ManifestRow
+    from scalpscan.models.provenance import untouched_real
+
+    def row(**extra: str) -> ManifestRow:
+        return ManifestRow(image="a.jpg", subject="p1", extra=extra)
+
+    assert untouched_real(row())
+    assert untouched_real(row(source="roboflow", composited=""))
+    assert not untouched_real(row(source="synth"))
+    assert not untouched_real(row(source="composite", composited="patch"))
+    assert not untouched_real(row(source="roboflow", composited="scar"))

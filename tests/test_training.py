@@ -522,3 +522,29 @@ def test_compare_runs_scores_two_runs_on_the_same_photos(photos: dict[str, Path]
          str(run_dir), "--data", str(data), "--by", "view"], cwd=REPO, capture_output=True,
         text=True, timeout=120)
     assert by.returncode == 2 and "--by" in by.stderr
+
+
+def test_recalibrate_refits_a_runs_thresholds_and_keeps_its_weights(
+        photos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scalpscan.scripts.cli import main
+
+    run = fit(_config(photos, tmp_path / "r", epochs=1), log=lambda _: None)
+    fitted = json.loads((run / "model.json").read_text())
+    weights = load_file(run / "model.safetensors")
+    stale = {**fitted, "thresholds": {c: 0.01 for c in fitted["thresholds"]}}
+    (run / "model.json").write_text(json.dumps(stale))
+
+    assert main(["train", "--out", str(run), "--recalibrate"]) == 0
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["thresholds"] == pytest.approx(fitted["thresholds"])
+    for condition in meta["thresholds"]:
+        figures = meta["heads"][condition]["figures"]
+        assert figures["threshold_rule"] == "f1" and figures["real_negatives"] >= 1
+    after = load_file(run / "model.safetensors")
+    assert all(torch.equal(weights[k], after[k]) for k in weights)
+    assert "thresholds" in capsys.readouterr().out
+
+    assert main(["train", "--out", str(run), "--recalibrate", "--data", str(photos["train"])]) == 2
+    assert "leave out --data" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "none"), "--recalibrate"]) == 2
+    assert "model.json not found" in capsys.readouterr().err

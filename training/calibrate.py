@@ -1,9 +1,14 @@
-"""Post-hoc calibration on validation outputs: temperatures, stage offsets, F1 thresholds.
+"""Post-hoc calibration on validation outputs: temperatures, stage offsets, thresholds.
 
 Temperatures divide a head's logits so that probabilities match observed frequencies
 (fitted by minimising the negative log-likelihood with scipy's bounded scalar search over
-log T). Decision
-thresholds per condition maximise F1 on the calibrated validation probabilities.
+log T). Decision thresholds per condition maximise F1 on the calibrated validation
+probabilities. Where the validation split holds enough untouched real photos known to be
+without a condition (at least `MIN_REAL_NEGATIVES`; `models.provenance.untouched_real`),
+the threshold is raised when needed so that at most ``max_false_rate`` of them get the
+finding: F1 over renders and painted photos says little about how often a real head
+without the condition gets it, and a false finding is what turns into a wrong
+recommendation.
 
 The ordinal stage head gets more than one temperature: its reliability is judged on the
 class probabilities ``P(stage = j) = P(> j-1) - P(> j)``, and one temperature on the
@@ -31,6 +36,7 @@ from sklearn.metrics import precision_recall_curve
 
 from scalpscan.data.vocab import CONDITIONS
 from scalpscan.models.ordinal import ordinal_probabilities
+from scalpscan.models.provenance import untouched_real
 
 from .metrics import Predictions
 
@@ -42,6 +48,9 @@ __all__ = [
     "view_nll",
     "fit_temperature",
     "fit_thresholds",
+    "false_rate_threshold",
+    "MIN_REAL_NEGATIVES",
+    "untouched_mask",
     "fit_calibration",
 ]
 
@@ -50,6 +59,8 @@ _LOG_T_RANGE = (np.log(0.05), np.log(20.0))
 # logit should come from training, not from a validation split of a few hundred photos.
 STAGE_OFFSET_PRIOR_SD = 0.5
 _MIN_GAP = 1e-3
+#: Fewest untouched real negatives of a condition on which its false-finding rate is held.
+MIN_REAL_NEGATIVES = 20
 
 
 def condition_nll(logits: np.ndarray, targets: np.ndarray, known: np.ndarray,
@@ -171,14 +182,47 @@ def fit_thresholds(probs: np.ndarray, targets: np.ndarray, known: np.ndarray) ->
     return thresholds
 
 
-def fit_calibration(preds: Predictions) -> dict[str, Any]:
+def false_rate_threshold(negatives: np.ndarray, max_false_rate: float) -> float:
+    """The lowest threshold at which at most ``max_false_rate`` of ``negatives`` (the
+    probabilities of photos without the condition) reach it.
+
+    It lies halfway between the highest score that must stay below it and the next higher
+    one (or 1), like the F1 threshold.
+    """
+    scores = np.sort(np.asarray(negatives, dtype=np.float64))[::-1]
+    if scores.size == 0:
+        return 0.0
+    allowed = int(np.floor(max_false_rate * scores.size + 1e-9))
+    if allowed >= scores.size:
+        return 0.0
+    # Ties with the highest excluded score are excluded with it.
+    higher = scores[scores > scores[allowed]]
+    above = higher.min() if higher.size else 1.0
+    return float(max((scores[allowed] + above) / 2, 1e-4))
+
+
+def untouched_mask(preds: Predictions, rows: Any) -> np.ndarray:
+    """``[N]`` whether each output's photo (``rows[preds.index[i]]``) is an untouched real one."""
+    return np.array([untouched_real(rows[int(i)]) for i in np.asarray(preds.index)], dtype=bool)
+
+
+def fit_calibration(preds: Predictions, *, untouched: np.ndarray | None = None,
+                    max_false_rate: float = 1.0) -> dict[str, Any]:
     """Temperatures, stage offsets and condition thresholds from validation outputs.
 
     A head with no known label on validation keeps temperature 1 (and zero stage offsets).
 
+    Args:
+        preds: the validation outputs.
+        untouched: ``[N]`` whether each photo is a real one as a clinic takes it
+            (`models.provenance.untouched_real`); None: none is.
+        max_false_rate: the largest share of untouched real photos known to be without a
+            condition that may get its finding; 1 leaves the F1 thresholds as they are.
+
     Returns:
         ``{"temperature": {head: T}, "stage_offsets": [K floats],
-        "thresholds": {condition: threshold}}``.
+        "thresholds": {condition: threshold}, "threshold_rule": {condition: {"rule":
+        "f1" or "false_rate", "real_negatives": n, "false_rate": share at the threshold}}}``.
     """
     temperature = {"conditions": 1.0, "stage": 1.0, "view": 1.0}
     stage_offsets = [0.0] * int(np.asarray(preds.stage_logits).shape[-1])
@@ -194,4 +238,19 @@ def fit_calibration(preds: Predictions) -> dict[str, Any]:
             lambda t: view_nll(preds.view_logits, preds.view, t))
     probs = expit(preds.condition_logits / temperature["conditions"])
     thresholds = fit_thresholds(probs, preds.condition_targets, known)
-    return {"temperature": temperature, "stage_offsets": stage_offsets, "thresholds": thresholds}
+    untouched = (np.zeros(len(probs), dtype=bool) if untouched is None
+                 else np.asarray(untouched, dtype=bool))
+    rules: dict[str, dict[str, Any]] = {}
+    for c, name in enumerate(CONDITIONS):
+        negative = untouched & known[:, c] & (np.asarray(preds.condition_targets)[:, c] == 0)
+        rule = {"rule": "f1", "real_negatives": int(negative.sum()), "false_rate": None}
+        if negative.sum():
+            if negative.sum() >= MIN_REAL_NEGATIVES and max_false_rate < 1:
+                floor = false_rate_threshold(probs[negative, c], max_false_rate)
+                if floor > thresholds[name]:
+                    thresholds[name] = floor
+                    rule["rule"] = "false_rate"
+            rule["false_rate"] = float((probs[negative, c] >= thresholds[name]).mean())
+        rules[name] = rule
+    return {"temperature": temperature, "stage_offsets": stage_offsets, "thresholds": thresholds,
+            "threshold_rule": rules}

@@ -134,6 +134,7 @@ class TrainConfig:
 
     # --- calibration ------------------------------------------------------------------
     calibrate: bool = True  # fit temperatures and condition thresholds on validation
+    finding_false_rate: float = 0.05  # most untouched real validation photos without a condition that may get its finding; 1 = F1 alone
 
     # --- runtime ----------------------------------------------------------------------
     seed: int = 0  # seeds weights, shuffling and augmentation; same seed = same CPU run
@@ -186,6 +187,7 @@ _CONSTRAINED: dict[str, Any] = {
     "val_fraction": Annotated[float, Strict(), Field(gt=0, lt=1)],
     "min_lr_ratio": _Probability,
     "hflip_p": _Probability,
+    "finding_false_rate": Annotated[float, Strict(), Field(gt=0, le=1)],
     "rotate90_p": _Probability,
     "dropout": Annotated[float, Strict(), Field(ge=0, lt=1)],
     "label_smoothing": Annotated[float, Strict(), Field(ge=0, lt=1)],

@@ -47,7 +47,7 @@ from scalpscan.models.network import ensemble_of
 from scalpscan.models.provenance import head_provenance, with_figures
 
 from . import trainer
-from .calibrate import fit_calibration
+from .calibrate import fit_calibration, untouched_mask
 from .config import TrainConfig, save_config
 from .datasets import data_fingerprint, read_train_extra
 from .distributed import DistInfo, resolve_device
@@ -252,7 +252,9 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any], extra: S
     oof, models, metas = _oof_predictions(run_dir, rows, assignment, config.folds, device)
     # The ensemble is calibrated on the out-of-fold outputs: every photo of `data`,
     # each predicted by a member that never saw its person.
-    calibration = fit_calibration(oof) if config.calibrate else None
+    calibration = (fit_calibration(oof, untouched=untouched_mask(oof, rows),
+                                   max_false_rate=config.finding_false_rate)
+                   if config.calibrate else None)
     kwargs = calibrated(calibration, metas[0].get("heads") if metas else None)
     metrics = compute_metrics(oof, **kwargs, ci_draws=1000)
     metrics.get("stage_person", {}).pop("persons", None)
@@ -274,7 +276,7 @@ def _finish_cv(config: TrainConfig, run_dir: Path, rows: Sequence[Any], extra: S
     meta = trainer.run_meta(config, ensemble, metas[0]["mean"], metas[0]["std"],
                             fingerprint=fingerprint, calibration=calibration,
                             metrics={"oof": metrics, "per_fold": folds}, epoch=None,
-                            heads=with_figures(heads, metrics))
+                            heads=with_figures(heads, metrics, (calibration or {}).get("threshold_rule")))
     meta["fold_epochs"] = [m.get("epoch") for m in metas]
     save_checkpoint(run_dir, ensemble, meta, name="model")
     stage, person = metrics.get("stage", {}), metrics.get("stage_person", {})

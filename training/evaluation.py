@@ -23,9 +23,9 @@ from torch import nn
 from scalpscan.data.files import write_text_atomic
 from scalpscan.data.vocab import CONDITIONS, tta_mode
 from scalpscan.models.checkpoint import load_checkpoint, save_checkpoint
-from scalpscan.models.provenance import assessed_outputs
+from scalpscan.models.provenance import assessed_outputs, with_figures
 
-from .calibrate import fit_calibration
+from .calibrate import fit_calibration, untouched_mask
 from .config import config_from_dict
 from .datasets import data_fingerprint, load_rows, make_datasets, make_loader
 from .engine import evaluate
@@ -352,17 +352,24 @@ def recalibrate_run(run_dir: str | os.PathLike, *, batch_size: int = 32, device:
                          workers=0, device=torch_device)
     _, preds = evaluate(model, loader, None, device=torch_device,
                         subjects=[r.subject for r in val_rows])
-    calibration = fit_calibration(preds)
+    calibration = fit_calibration(preds, untouched=untouched_mask(preds, val_rows),
+                                  max_false_rate=config.finding_false_rate)
     metrics = compute_metrics(preds, **calibrated(calibration, meta.get("heads")))
     metrics.get("stage_person", {}).pop("persons", None)
     meta = dict(meta)
     meta.update(temperature=calibration["temperature"], thresholds=calibration["thresholds"],
                 stage_offsets=calibration["stage_offsets"])
     meta["metrics"] = {**dict(meta.get("metrics") or {}), "val": metrics}
+    if meta.get("heads"):
+        meta["heads"] = with_figures(meta["heads"], metrics, calibration["threshold_rule"])
+        meta["thresholds"] = {c: v for c, v in meta["thresholds"].items()
+                              if sum((meta["heads"].get(c) or {}).get("validated", {}).values())}
     save_checkpoint(run_dir, model, meta, name="model")
     log(f"{run_dir}: stage temperature {calibration['temperature']['stage']:.3f}, offsets "
         + " ".join(f"{v:+.2f}" for v in calibration["stage_offsets"])
-        + f"; validation stage ECE {metrics['stage']['ece']:.3f}")
+        + f"; validation stage ECE {metrics['stage']['ece']:.3f}; thresholds "
+        + ", ".join(f"{c} {v:.3f} ({calibration['threshold_rule'][c]['rule']})"
+                    for c, v in calibration["thresholds"].items()))
     return calibration
 
 

@@ -29,7 +29,7 @@ from scalpscan.data.vocab import CONDITIONS, STAGES
 from scalpscan.models.checkpoint import inference_meta, load_checkpoint, save_checkpoint
 from scalpscan.models.provenance import head_provenance, with_figures
 
-from .calibrate import fit_calibration
+from .calibrate import fit_calibration, untouched_mask
 from .config import TrainConfig, config_to_dict, loss_kwargs, model_kwargs, optimizer_kwargs, save_config
 from .datasets import data_fingerprint, load_rows, make_datasets, make_loader
 from .distributed import broadcast_flag, barrier, init_distributed, resolve_device, shutdown
@@ -235,12 +235,15 @@ def _finish(config: TrainConfig, run_dir: Path, val_ds: Dataset, subjects: list[
                          workers=config.workers, device=device)
     val_losses, preds = evaluate(best, loader, loss_fn, device=device, amp=amp,
                                  channels_last=False, subjects=subjects)
-    calibration = fit_calibration(preds) if config.calibrate else None
+    calibration = (fit_calibration(preds, untouched=untouched_mask(preds, val_ds.rows),
+                                   max_false_rate=config.finding_false_rate)
+                   if config.calibrate else None)
     metrics = compute_metrics(preds, **calibrated(calibration, heads))
     metrics.get("stage_person", {}).pop("persons", None)
     meta = run_meta(config, best, mean, std, fingerprint=fingerprint, calibration=calibration,
                     metrics={"val": metrics, "val_loss": val_losses.get("loss")},
-                    epoch=int(best_meta.get("epoch", 0)), heads=with_figures(heads, metrics))
+                    epoch=int(best_meta.get("epoch", 0)),
+                    heads=with_figures(heads, metrics, (calibration or {}).get("threshold_rule")))
     save_checkpoint(run_dir, best, meta, name="model")
     plot_all(preds, run_dir / "plots", log_csv=run_dir / LOG_FILE,
              temperature=meta["temperature"], stage_offsets=meta["stage_offsets"])
@@ -251,7 +254,9 @@ def _finish(config: TrainConfig, run_dir: Path, val_ds: Dataset, subjects: list[
         say("calibration: temperature " + ", ".join(
             f"{k} {v:.2f}" for k, v in calibration["temperature"].items()) + "; stage offsets " +
             " ".join(f"{v:+.2f}" for v in calibration["stage_offsets"]) + "; thresholds " +
-            ", ".join(f"{k} {v:.2f}" for k, v in calibration["thresholds"].items()))
+            ", ".join(f"{k} {v:.2f}" + (" (held to the false-finding rate on real photos)"
+                                        if calibration["threshold_rule"][k]["rule"] == "false_rate" else "")
+                      for k, v in calibration["thresholds"].items()))
 
 
 def build_model(config: TrainConfig) -> nn.Module:

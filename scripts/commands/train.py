@@ -25,6 +25,7 @@ examples:
       --out runs/lite0 --backbone efficientnet_lite0 --pretrained --image-size 224 \\
       --set lr=3e-4 --set loss_weights.zones=0 --set stage_view_weights.front=3
   scalpscan train --out runs/lite0 --resume          # continue an interrupted run exactly
+  scalpscan train --out runs/lite0 --recalibrate     # refit its calibration with this version
   scalpscan train --data m.csv --out runs/lite0 --overwrite   # replace the run in runs/lite0
   scalpscan train --data clinic.csv --out runs/clinic --backbone efficientnet_lite0 \
       --init-from runs/lite0 --set lr=3e-4      # fine-tune a trained model on new photos
@@ -41,7 +42,10 @@ input side once, into DIR, and trains on those copies: CPU epochs then do not de
 full-size photos again and again. Without --val, a subject-grouped split of --data validates.
 The run folder holds model.safetensors + model.json (best epoch, calibrated), last.*,
 resume.safetensors, config.yaml, train.csv and plots/. A folder that already holds a
-run is refused unless --resume or --overwrite says what to do with it.
+run is refused unless --resume or --overwrite says what to do with it. --recalibrate
+refits a finished run's temperatures, stage offsets and condition thresholds on its own
+validation split with this version's rules (the weights are not touched); the manifests
+must be the ones it was trained on.
 --folds K (K >= 2) deals the persons of --data into K folds and trains one run per fold
 (RUN/fold_1 ... fold_K, each validated on the fold it never saw); RUN/oof/metrics.json
 holds the out-of-fold metrics over every person, and RUN/model.* is the ensemble of the
@@ -84,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config key (repeatable), e.g. --set lr=3e-4")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its resume.safetensors")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="refit the calibration of the finished run in --out on its own "
+                             "validation split (weights untouched)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a run already in --out (without it, that is an error)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -122,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
                      "--recipe and --config")
     if args.resume and args.overwrite:
         return _fail("--resume and --overwrite exclude each other")
+    if args.recalibrate:
+        return _recalibrate(args)
     try:
         if args.resume:
             if not args.out:
@@ -171,6 +180,30 @@ def run(args: argparse.Namespace) -> int:
     try:
         train(config, resume=args.resume, overwrite=args.overwrite)
     except (TrainingError, ManifestError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def _recalibrate(args: argparse.Namespace) -> int:
+    """``--recalibrate``: `training.evaluation.recalibrate_run` on the run in ``--out``."""
+    if not args.out:
+        return _fail("--recalibrate needs --out RUN (the finished run folder)")
+    others = [flag for flag, value in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                       ("--recipe", args.recipe), ("--config", args.config),
+                                       ("--data", args.data), ("--val", args.val),
+                                       ("--set", args.set), ("--folds", args.folds)) if value]
+    if others:
+        return _fail(f"--recalibrate uses the run's own config and data; leave out {', '.join(others)}")
+    if not (Path(args.out) / "model.json").is_file():
+        return _fail(f"--recalibrate: {Path(args.out) / 'model.json'} not found; is {args.out} a finished run?")
+    from scalpscan.data.manifest import ManifestError
+    from scalpscan.models.checkpoint import CheckpointError
+    from scalpscan.training.errors import TrainingError
+    from scalpscan.training.evaluation import recalibrate_run
+
+    try:
+        recalibrate_run(args.out)
+    except (TrainingError, ManifestError, CheckpointError, OSError) as exc:
         return _fail(str(exc))
     return 0
 
