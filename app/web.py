@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
@@ -52,6 +52,7 @@ from scalpscan.inference.rules import load_rules
 __all__ = ["create_app", "SESSION_COOKIE", "CSP"]
 
 _log = logging.getLogger("scalpscan.app")
+_T = TypeVar("_T")
 _HERE = Path(__file__).parent
 _REPORT_TEMPLATES = _HERE.parent / "inference" / "report" / "templates"
 #: Name of the login cookie.
@@ -225,6 +226,18 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
         if not tokens_match(login.csrf, form.get("csrf")):
             raise HTTPException(403, "the form's security token is missing or wrong; reload the page and try again")
 
+    async def staff_action(request: Request, form: Any,
+                           work: Callable[[Session, LoginSession], _T]) -> _T:
+        """``work(db, login)`` for a logged-in member of staff whose ``form`` passed the CSRF
+        check: in the thread pool, in one database session."""
+        def run() -> _T:
+            with sessions() as db:
+                login = login_for(request, db)
+                check_csrf(login, form)
+                return work(db, login)
+
+        return await run_in_threadpool(run)
+
     def get_patient(db: Session, pid: int) -> Patient:
         patient = db.get(Patient, pid)
         if patient is None:
@@ -303,15 +316,12 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
     async def logout(request: Request) -> Response:
         form = await form_of(request)
 
-        def run() -> None:
-            with sessions() as db:
-                login = login_for(request, db)
-                check_csrf(login, form)
-                audit(db, login, "logout")
-                end_session(db, request.cookies.get(SESSION_COOKIE))
-                db.commit()
+        def run(db: Session, login: LoginSession) -> None:
+            audit(db, login, "logout")
+            end_session(db, request.cookies.get(SESSION_COOKIE))
+            db.commit()
 
-        await run_in_threadpool(run)
+        await staff_action(request, form, run)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -341,34 +351,31 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
     async def patient_create(request: Request) -> Response:
         form = await form_of(request)
 
-        def run() -> Response:
-            with sessions() as db:
-                login = login_for(request, db)
-                check_csrf(login, form)
-                key, name = _text(form.get("key"), 200), _text(form.get("name"), 200)
-                error = None
-                if not key or not _KEY.match(key):
-                    error = "Patient id: 1 to 120 characters, required."
-                elif len(name) > 200:
-                    error = "Name: at most 200 characters."
-                elif db.scalar(select(Patient).where(Patient.key == key)) is not None:
-                    error = f"A patient with id {key!r} exists already."
-                if error:
-                    return page("app_patients.html.j2", login, 400, patients=[], q="", error=error,
-                                form={"key": key, "name": name})
-                patient = Patient(key=key, name=name)
-                db.add(patient)
-                try:
-                    db.flush()
-                except IntegrityError:
-                    db.rollback()
-                    return page("app_patients.html.j2", login, 400, patients=[], q="",
-                                error=f"A patient with id {key!r} exists already.", form={"key": key, "name": name})
-                audit(db, login, "create patient", f"patient {patient.id}", key)
-                db.commit()
-                return RedirectResponse(f"/patients/{patient.id}", status_code=303)
+        def run(db: Session, login: LoginSession) -> Response:
+            key, name = _text(form.get("key"), 200), _text(form.get("name"), 200)
+            error = None
+            if not key or not _KEY.match(key):
+                error = "Patient id: 1 to 120 characters, required."
+            elif len(name) > 200:
+                error = "Name: at most 200 characters."
+            elif db.scalar(select(Patient).where(Patient.key == key)) is not None:
+                error = f"A patient with id {key!r} exists already."
+            if error:
+                return page("app_patients.html.j2", login, 400, patients=[], q="", error=error,
+                            form={"key": key, "name": name})
+            patient = Patient(key=key, name=name)
+            db.add(patient)
+            try:
+                db.flush()
+            except IntegrityError:
+                db.rollback()
+                return page("app_patients.html.j2", login, 400, patients=[], q="",
+                            error=f"A patient with id {key!r} exists already.", form={"key": key, "name": name})
+            audit(db, login, "create patient", f"patient {patient.id}", key)
+            db.commit()
+            return RedirectResponse(f"/patients/{patient.id}", status_code=303)
 
-        return await run_in_threadpool(run)
+        return await staff_action(request, form, run)
 
     @app.get("/patients/{pid}")
     def patient_view(request: Request, pid: int) -> Response:
@@ -391,53 +398,47 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
     async def patient_delete(request: Request, pid: int) -> Response:
         form = await form_of(request)
 
-        def run() -> Response:
-            with sessions() as db:
-                login = login_for(request, db)
-                check_csrf(login, form)
-                patient = get_patient(db, pid)
-                if _text(form.get("confirm"), 200) != patient.key:
-                    raise HTTPException(400, "to delete the patient, type their patient id exactly")
-                photos = [(p.sha256, p.ext) for v in patient.visits for p in v.photos]
-                key = patient.key
-                db.delete(patient)
-                audit(db, login, "delete patient", f"patient {pid}", f"{len(photos)} photo(s)")
-                db.commit()
-                # Files go once the rows are gone; a file another patient's visit shares stays.
-                for sha256, ext in set(photos):
-                    if db.scalar(select(func.count()).select_from(Photo).where(Photo.sha256 == sha256)) == 0:
-                        store.delete(sha256, ext)
-                _log.info("deleted patient %s and %d photo(s)", key, len(photos))
-                return RedirectResponse("/patients", status_code=303)
+        def run(db: Session, login: LoginSession) -> Response:
+            patient = get_patient(db, pid)
+            if _text(form.get("confirm"), 200) != patient.key:
+                raise HTTPException(400, "to delete the patient, type their patient id exactly")
+            photos = [(p.sha256, p.ext) for v in patient.visits for p in v.photos]
+            key = patient.key
+            db.delete(patient)
+            audit(db, login, "delete patient", f"patient {pid}", f"{len(photos)} photo(s)")
+            db.commit()
+            # Files go once the rows are gone; a file another patient's visit shares stays.
+            for sha256, ext in set(photos):
+                if db.scalar(select(func.count()).select_from(Photo).where(Photo.sha256 == sha256)) == 0:
+                    store.delete(sha256, ext)
+            _log.info("deleted patient %s and %d photo(s)", key, len(photos))
+            return RedirectResponse("/patients", status_code=303)
 
-        return await run_in_threadpool(run)
+        return await staff_action(request, form, run)
 
     @app.post("/patients/{pid}/assign")
     async def patient_assign(request: Request, pid: int) -> Response:
         form = await form_of(request)
 
-        def run() -> Response:
-            with sessions() as db:
-                login = login_for(request, db)
-                check_csrf(login, form)
-                unknown = get_patient(db, pid)
-                key = _text(form.get("to"), 120)
-                target = db.scalar(select(Patient).where(Patient.key == key, Patient.known.is_(True))) if key else None
-                if target is None:
-                    raise HTTPException(400, f"no known patient with the id {key!r}; type the id of an existing patient")
-                try:
-                    moved = assign_unknown(unknown, target)
-                except ValueError as exc:
-                    raise HTTPException(400, str(exc)) from None
-                record, target_id = unknown.key, target.id
-                db.delete(unknown)
-                audit(db, login, "assign photos", f"patient {target_id}",
-                      f"{moved} photo(s) of unknown patient {record} assigned to {target.key}")
-                db.commit()
-                _log.info("assigned %d photo(s) of unknown patient %s to %s", moved, record, key)
-                return RedirectResponse(f"/patients/{target_id}", status_code=303)
+        def run(db: Session, login: LoginSession) -> Response:
+            unknown = get_patient(db, pid)
+            key = _text(form.get("to"), 120)
+            target = db.scalar(select(Patient).where(Patient.key == key, Patient.known.is_(True))) if key else None
+            if target is None:
+                raise HTTPException(400, f"no known patient with the id {key!r}; type the id of an existing patient")
+            try:
+                moved = assign_unknown(unknown, target)
+            except ValueError as exc:
+                raise HTTPException(400, str(exc)) from None
+            record, target_id = unknown.key, target.id
+            db.delete(unknown)
+            audit(db, login, "assign photos", f"patient {target_id}",
+                  f"{moved} photo(s) of unknown patient {record} assigned to {target.key}")
+            db.commit()
+            _log.info("assigned %d photo(s) of unknown patient %s to %s", moved, record, key)
+            return RedirectResponse(f"/patients/{target_id}", status_code=303)
 
-        return await run_in_threadpool(run)
+        return await staff_action(request, form, run)
 
     @app.get("/patients/{pid}/export.json")
     def patient_export(request: Request, pid: int) -> Response:
@@ -484,61 +485,58 @@ def create_app(config: AppConfig, *, predictor: Any = None) -> FastAPI:
         uploads = [f for f in form.getlist("photos") if hasattr(f, "read")]
         contents = [(await f.read(config.max_photo_bytes + 1), f.filename) for f in uploads]
 
-        def run() -> Response:
-            with sessions() as db:
-                login = login_for(request, db)
-                check_csrf(login, form)
-                patient = get_patient(db, pid)
-                values = {"date": _text(form.get("date"), 20), "sex": _text(form.get("sex"), 20),
-                          "notes": _text(form.get("notes"), _MAX_NOTES + 1)}
-                for flag in ("keloid_history", "eczema_active", "psoriasis_active"):
-                    values[flag] = form.get(flag) == "yes"
-                errors, checked = [], []
+        def run(db: Session, login: LoginSession) -> Response:
+            patient = get_patient(db, pid)
+            values = {"date": _text(form.get("date"), 20), "sex": _text(form.get("sex"), 20),
+                      "notes": _text(form.get("notes"), _MAX_NOTES + 1)}
+            for flag in ("keloid_history", "eczema_active", "psoriasis_active"):
+                values[flag] = form.get(flag) == "yes"
+            errors, checked = [], []
+            try:
+                date = dt.date.fromisoformat(values["date"])
+                if date > dt.date.today() + dt.timedelta(days=1):
+                    errors.append(f"Visit date {values['date']}: in the future.")
+            except ValueError:
+                errors.append(f"Visit date {values['date']!r}: not a date (YYYY-MM-DD).")
+                date = None
+            try:
+                sex = parse_sex(values["sex"])
+            except ValueError as exc:
+                errors.append(f"Sex {values['sex']!r}: {exc}.")
+                sex = None
+            if len(values["notes"]) > _MAX_NOTES:
+                errors.append(f"Notes: at most {_MAX_NOTES} characters.")
+            if not contents or all(not data and not name for data, name in contents):
+                errors.append("No photos: add at least one photo of the scalp.")
+            seen: set[str] = set()
+            for data, name in contents:
+                if not data and not name:
+                    continue
                 try:
-                    date = dt.date.fromisoformat(values["date"])
-                    if date > dt.date.today() + dt.timedelta(days=1):
-                        errors.append(f"Visit date {values['date']}: in the future.")
-                except ValueError:
-                    errors.append(f"Visit date {values['date']!r}: not a date (YYYY-MM-DD).")
-                    date = None
-                try:
-                    sex = parse_sex(values["sex"])
-                except ValueError as exc:
-                    errors.append(f"Sex {values['sex']!r}: {exc}.")
-                    sex = None
-                if len(values["notes"]) > _MAX_NOTES:
-                    errors.append(f"Notes: at most {_MAX_NOTES} characters.")
-                if not contents or all(not data and not name for data, name in contents):
-                    errors.append("No photos: add at least one photo of the scalp.")
-                seen: set[str] = set()
-                for data, name in contents:
-                    if not data and not name:
-                        continue
-                    try:
-                        photo = check_photo(data, name, max_bytes=config.max_photo_bytes)
-                    except UploadError as exc:
-                        errors.append(str(exc))
-                        continue
-                    if photo.sha256 not in seen:
-                        seen.add(photo.sha256)
-                        checked.append(photo)
-                if errors:
-                    return visit_form(login, patient, 400, errors, values)
-                for photo in checked:  # files first, atomically: the rows below point at whole files
-                    store.put(photo)
-                visit = Visit(patient=patient, date=date, sex=sex, keloid_history=values["keloid_history"],
-                              eczema_active=values["eczema_active"], psoriasis_active=values["psoriasis_active"],
-                              notes=values["notes"], created_by=login.user.name)
-                visit.photos = [Photo(sha256=p.sha256, ext=p.ext, original_name=p.name, status="pending")
-                                for p in checked]
-                db.add(visit)
-                db.flush()
-                audit(db, login, "add visit", f"visit {visit.id}", f"patient {patient.key}, {len(checked)} photo(s)")
-                db.commit()
-                scorer.wake()
-                return RedirectResponse(f"/visits/{visit.id}", status_code=303)
+                    photo = check_photo(data, name, max_bytes=config.max_photo_bytes)
+                except UploadError as exc:
+                    errors.append(str(exc))
+                    continue
+                if photo.sha256 not in seen:
+                    seen.add(photo.sha256)
+                    checked.append(photo)
+            if errors:
+                return visit_form(login, patient, 400, errors, values)
+            for photo in checked:  # files first, atomically: the rows below point at whole files
+                store.put(photo)
+            visit = Visit(patient=patient, date=date, sex=sex, keloid_history=values["keloid_history"],
+                          eczema_active=values["eczema_active"], psoriasis_active=values["psoriasis_active"],
+                          notes=values["notes"], created_by=login.user.name)
+            visit.photos = [Photo(sha256=p.sha256, ext=p.ext, original_name=p.name, status="pending")
+                            for p in checked]
+            db.add(visit)
+            db.flush()
+            audit(db, login, "add visit", f"visit {visit.id}", f"patient {patient.key}, {len(checked)} photo(s)")
+            db.commit()
+            scorer.wake()
+            return RedirectResponse(f"/visits/{visit.id}", status_code=303)
 
-        return await run_in_threadpool(run)
+        return await staff_action(request, form, run)
 
     def visit_actions(visit: Visit) -> list[tuple[str, str]]:
         actions = [(f"/patients/{visit.patient_id}", "← " + patient_label(visit.patient)),
