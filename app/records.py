@@ -167,7 +167,6 @@ def newest_first(visits: Sequence[Visit]) -> list[Visit]:
     return sorted(visits, key=lambda v: (v.date, v.id), reverse=True)
 
 
-
 def assign_unknown(unknown: Patient, target: Patient) -> int:
     """Give a patient of unknown identity's photos to a known patient; returns how many.
 

@@ -62,9 +62,11 @@ def untouched_and_painted(painted: list[ManifestRow], originals: list[ManifestRo
 
     ``painted`` and ``originals`` are the composite manifest and its source, row for row.
     """
+    from scalpscan.models.provenance import untouched_real
+
     rows = []
     for row, original in zip(painted, originals, strict=True):
-        if row.extra.get("source") != "composite":
+        if untouched_real(row):
             rows.append(row)
             continue
         conditions = {**original.conditions, "alopecia_patch": 0, "transplant_scar": 0}
