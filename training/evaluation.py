@@ -110,15 +110,16 @@ def column_values(rows: Sequence[Any], column: str) -> list[str]:
 
 def run_outputs(model_path: str | os.PathLike, rows: Sequence[Any], *, batch_size: int = 32,
                 device: str | torch.device = "cpu", workers: int = 0, progress: bool = False,
-                tta: str | None = None) -> tuple[Predictions, nn.Module, dict[str, Any]]:
-    """A trained run's raw outputs on manifest ``rows`` (with its own input size and
-    normalisation), the loaded network and its ``model.json``."""
+                tta: str | None = None, input_size: int | None = None,
+                ) -> tuple[Predictions, nn.Module, dict[str, Any]]:
+    """A trained run's raw outputs on manifest ``rows`` (with its own input size, or
+    ``input_size``, and its normalisation), the loaded network and its ``model.json``."""
     from scalpscan.data.dataset import ScalpDataset
     from scalpscan.data.transforms import build_transforms
 
     torch_device = torch.device(device)
     model, meta = load_checkpoint(model_path, map_location=torch_device)
-    transform = build_transforms(int(meta["input_size"]), meta["mean"], meta["std"], train=False)
+    transform = build_transforms(int(input_size or meta["input_size"]), meta["mean"], meta["std"], train=False)
     loader = make_loader(ScalpDataset(rows, transform=transform), batch_size=batch_size,
                          train=False, seed=0, workers=workers, device=torch_device)
     _, preds = evaluate(model, loader, None, device=torch_device,
